@@ -1,0 +1,119 @@
+"""Check a composed config before any heavy work; every problem names the key, value and rule."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from segexp.errors import ConfigError
+from segexp.models.specs import BACKBONES
+
+_MISSING = object()
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key, default=_MISSING)
+    if value is _MISSING:
+        raise ConfigError(f"{key} is missing from the config")
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _Checker:
+    """Collects one message per bad key, so a user sees every problem in one go."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.problems: list[str] = []
+
+    def fail(self, key: str, value: object, allowed: str) -> None:
+        shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+        self.problems.append(f"{key}={shown!r} is not allowed: {allowed}")
+
+    def check(self, key: str, ok: Callable[[Any], bool], allowed: str) -> Any:
+        value = _get(self.cfg, key)
+        if not ok(value):
+            self.fail(key, value, allowed)
+        return value
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError listing every invalid value of a composed training config."""
+    c = _Checker(cfg)
+    positive_int = "must be a positive integer"
+
+    c.check("trainer.epochs", lambda v: _is_int(v) and v > 0, positive_int)
+    c.check("trainer.batch_size", lambda v: _is_int(v) and v > 0, positive_int)
+    c.check("trainer.seed", _is_int, "must be an integer")
+    c.check("optimizer.learning_rate", lambda v: _is_number(v) and v > 0, "must be a number > 0")
+
+    num_classes = c.check(
+        "dataset.num_classes", lambda v: _is_int(v) and v >= 2, "must be an integer >= 2"
+    )
+    names = _get(cfg, "dataset.class_names")
+    if names is not None and _is_int(num_classes) and num_classes >= 2 and len(names) != num_classes:
+        c.fail("dataset.class_names", f"<{len(names)} names>", f"needs {num_classes} names, one per class")
+    ignore = c.check("dataset.ignore_index", _is_int, "must be an integer (usually 255)")
+    if _is_int(ignore) and _is_int(num_classes) and 0 <= ignore < num_classes:
+        c.fail("dataset.ignore_index", ignore, f"must not be a class id (0..{num_classes - 1})")
+
+    c.check(
+        "aspp.rates",
+        lambda v: isinstance(v, ListConfig) and len(v) > 0 and all(_is_int(r) and r > 0 for r in v),
+        "must be a non-empty list of positive integers, e.g. [6,12,18]",
+    )
+    c.check("aspp.filters", lambda v: _is_int(v) and v > 0, positive_int)
+    c.check("aspp.image_pooling", lambda v: isinstance(v, bool), "must be true or false")
+    c.check(
+        "aspp.dropout", lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1)"
+    )
+
+    _check_backbone_and_size(c)
+    c.check(
+        "tracking.experiment",
+        lambda v: isinstance(v, str) and v.strip() != "",
+        "must be a non-empty experiment name",
+    )
+
+    if c.problems:
+        raise ConfigError("\n".join(c.problems))
+
+
+def _check_backbone_and_size(c: _Checker) -> None:
+    name = _get(c.cfg, "backbone.name")
+    spec = BACKBONES.get(name)
+    if spec is None:
+        c.fail("backbone.name", name, f"must be one of {', '.join(sorted(BACKBONES))}")
+        return
+    stride = c.check(
+        "backbone.output_stride",
+        lambda v: v in spec.output_strides,
+        f"{name} supports output stride {' or '.join(map(str, spec.output_strides))}",
+    )
+    weights = _get(c.cfg, "backbone.weights")
+    if weights is not None and weights != "imagenet" and not Path(str(weights)).is_file():
+        c.fail(
+            "backbone.weights",
+            weights,
+            "must be null (random init), imagenet, or the path of an existing weights file",
+        )
+    if stride not in spec.output_strides:
+        return
+    size = _get(c.cfg, "image_size")
+    if not (_is_int(size) and size >= spec.min_size and size % stride == 0):
+        low = max(spec.min_size, stride)
+        examples = ", ".join(str(low + stride * k) for k in range(3))
+        c.fail(
+            "image_size",
+            size,
+            f"must be a multiple of {stride} (the output stride of {name}) and at least "
+            f"{spec.min_size}, e.g. {examples}",
+        )

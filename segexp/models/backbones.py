@@ -1,0 +1,76 @@
+"""Backbone builders (the `_target_` of conf/backbone/*.yaml): image -> [stride-16, stride-4] features."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from segexp.errors import ConfigError, SegexpError
+from segexp.models.specs import BACKBONES, BackboneSpec
+
+_APPLICATIONS: dict[str, Callable[..., keras.Model]] = {
+    "resnet50": keras.applications.ResNet50,
+    "mobilenetv2": keras.applications.MobileNetV2,
+}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A feature model plus the input preprocessing its weights expect."""
+
+    features: keras.Model  # preprocessed image -> [deep (output stride), low-level (stride 4)]
+    preprocessing: str  # mode of segexp.models.layers.Preprocess
+    output_stride: int
+
+
+def _load_application(spec: BackboneSpec, weights: str | None) -> keras.Model:
+    """Build the keras.applications network with random, ImageNet or local-file weights."""
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise ConfigError(f"backbone.weights={weights!r} is not allowed: no such file")
+    try:
+        return _APPLICATIONS[spec.name](
+            include_top=False, weights=weights, input_shape=(None, None, 3)
+        )
+    except Exception as err:
+        if weights == "imagenet":
+            raise SegexpError(
+                f"backbone.weights=imagenet: could not download the {spec.name} ImageNet weights "
+                f"({str(err).splitlines()[0]}). Offline? Fetch {spec.imagenet_file} on a machine "
+                f"with internet and set backbone.weights=/path/to/{spec.imagenet_file} "
+                "(or put it in ~/.keras/models/)."
+            ) from err
+        if weights is not None:
+            raise SegexpError(
+                f"backbone.weights={weights!r}: not a {spec.name} weights file that "
+                f"keras.applications can load ({type(err).__name__}: {str(err).splitlines()[0]})"
+            ) from err
+        raise
+
+
+def build_backbone(kind: str, name: str, weights: str | None = None,
+                   output_stride: int = 16) -> Backbone:
+    """Cut a keras.applications network at the taps of `kind` for the given output stride."""
+    spec = BACKBONES[kind]
+    if output_stride not in spec.output_strides:
+        raise ConfigError(
+            f"backbone.output_stride={output_stride} is not allowed: {kind} supports "
+            f"{' or '.join(map(str, spec.output_strides))}"
+        )
+    base = _load_application(spec, weights)
+    outputs = [base.get_layer(spec.taps[output_stride]).output, base.get_layer(spec.taps[4]).output]
+    features = keras.Model(base.inputs, outputs, name=name)
+    return Backbone(features=features, preprocessing=spec.preprocessing,
+                    output_stride=output_stride)
+
+
+def resnet50(name: str = "resnet50", weights: str | None = None,
+             output_stride: int = 16) -> Backbone:
+    """The reference example's ResNet50, tapped at conv4_block6_2_relu and conv2_block3_2_relu."""
+    return build_backbone("resnet50", name, weights, output_stride)
+
+
+def mobilenetv2(name: str = "mobilenetv2", weights: str | None = None,
+                output_stride: int = 16) -> Backbone:
+    """MobileNetV2 (alpha 1.0), tapped at block_13_expand_relu and block_3_expand_relu."""
+    return build_backbone("mobilenetv2", name, weights, output_stride)

@@ -1,0 +1,37 @@
+"""What each backbone offers (taps, strides, preprocessing), readable without importing Keras."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Static facts about a keras.applications backbone that config validation needs."""
+
+    name: str
+    preprocessing: str  # "caffe" (BGR, ImageNet mean subtracted) or "tf" (scaled to [-1, 1])
+    taps: dict[int, str]  # output stride -> layer whose output is tapped
+    output_strides: tuple[int, ...]  # strides the deep features can be taken at
+    min_size: int  # smallest input side keras.applications accepts
+    imagenet_file: str  # file keras.applications downloads for weights="imagenet"
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    # The keras.io example: conv4's mid-bottleneck ReLU, so conv4_block6_3 and conv5 are unused.
+    "resnet50": BackboneSpec(
+        name="resnet50",
+        preprocessing="caffe",
+        taps={16: "conv4_block6_2_relu", 4: "conv2_block3_2_relu"},
+        output_strides=(16,),
+        min_size=32,
+        imagenet_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    # Expansion ReLUs: block_13 is the first layer at stride 16, block_3 the last at stride 4.
+    "mobilenetv2": BackboneSpec(
+        name="mobilenetv2",
+        preprocessing="tf",
+        taps={16: "block_13_expand_relu", 4: "block_3_expand_relu"},
+        output_strides=(16,),
+        min_size=32,
+        imagenet_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    ),
+}

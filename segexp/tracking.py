@@ -1,0 +1,185 @@
+"""MLflow tracking: where the store is, one run per job, and what a run records."""
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+from matplotlib.figure import Figure
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
+
+import segexp
+from segexp.errors import SegexpError
+
+MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value's length
+MAX_PARAM_KEY = 250
+_PACKAGE_DIR = Path(segexp.__file__).resolve().parent
+
+
+def resolve_tracking_uri(configured: str | None, cwd: Path) -> str:
+    """tracking.uri when set, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db (absolute)."""
+    if configured:
+        return str(configured)
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env:
+        return from_env
+    return f"sqlite:///{(cwd / 'mlflow.db').resolve()}"
+
+
+def artifact_location_for(uri: str) -> str | None:
+    """A folder `mlartifacts/` beside a SQLite store; None (the server decides) for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db_path = Path(uri.removeprefix("sqlite:///"))
+    return (db_path.resolve().parent / "mlartifacts").as_uri()
+
+
+def ui_command(uri: str) -> str:
+    """The command (or address) that shows this store's runs."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Return the id of experiment `name`, creating it (with an explicit artifact folder)."""
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location_for(uri))
+        except MlflowException:  # created meanwhile by a parallel job
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise SegexpError(
+            f"tracking.experiment={name!r} is deleted in {uri}: restore it with "
+            f"'mlflow experiments restore --experiment-id {experiment.experiment_id}' "
+            "or choose another name"
+        )
+    return experiment.experiment_id
+
+
+@contextmanager
+def run(experiment_id: str, run_name: str | None, tags: Mapping[str, str]) -> Iterator[Run]:
+    """Open an MLflow run for the block; it ends FINISHED, or FAILED if the block raises."""
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as active:
+        yield active
+
+
+def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"a.b": "value"}; lists as JSON strings; values cut to MLflow's limit."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+            continue
+        text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+        if len(text) > MAX_PARAM_VALUE:
+            text = text[: MAX_PARAM_VALUE - 3] + "..."
+        flat[name[:MAX_PARAM_KEY]] = text
+    return flat
+
+
+def git_commit(path: Path = _PACKAGE_DIR) -> str | None:
+    """The commit of the git checkout holding segexp's code, if it is one."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def run_tags(dataset: str, output_dir: Path) -> dict[str, str]:
+    """Versions, data set, output folder and code commit of this run."""
+    import tensorflow as tf
+
+    tags = {
+        "segexp.version": segexp.__version__,
+        "tensorflow.version": tf.__version__,
+        "keras.version": keras.__version__,
+        "dataset": dataset,
+        "hydra.output_dir": str(output_dir.resolve()),
+    }
+    commit = git_commit()
+    if commit:
+        tags["segexp.git_commit"] = commit
+    return tags
+
+
+def metric_names(logs: Mapping[str, float]) -> dict[str, float]:
+    """Keras log names -> segexp's: val_x -> val/x, x -> train/x, learning_rate -> lr."""
+    renamed = {}
+    for key, value in logs.items():
+        if key in ("learning_rate", "lr"):
+            renamed["lr"] = float(value)
+        elif key.startswith("val_"):
+            renamed[f"val/{key.removeprefix('val_')}"] = float(value)
+        else:
+            renamed[f"train/{key}"] = float(value)
+    return renamed
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics and learning rate to the active run in one batch (step = epoch)."""
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        metrics = metric_names(logs or {})
+        metrics.setdefault("lr", float(self.model.optimizer.learning_rate))
+        mlflow.log_metrics(metrics, step=epoch + 1)
+
+
+def log_model_size(model: keras.Model) -> None:
+    """Record total and trainable parameter counts as params."""
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    mlflow.log_params({"model.total_params": model.count_params(),
+                       "model.trainable_params": trainable})
+
+
+def log_figure(figure: Figure, path: str) -> None:
+    """Save a matplotlib figure as a PNG artifact."""
+    mlflow.log_figure(figure, path)
+
+
+def log_files(checkpoint: Path, hydra_dir: Path) -> None:
+    """Attach the best checkpoint and the run's .hydra/ folder (composed config, overrides)."""
+    mlflow.log_artifact(str(checkpoint), artifact_path="checkpoints")
+    if hydra_dir.is_dir():
+        mlflow.log_artifacts(str(hydra_dir), artifact_path=".hydra")
+
+
+def log_keras_model(model: keras.Model, num_classes: int, metadata: Mapping[str, Any]) -> None:
+    """Log the model as an MLflow model: float32 RGB (N, H, W, 3) in 0..255 -> logits.
+
+    segexp's code travels with it (code_paths) so its custom layers load anywhere.
+    """
+    import tensorflow as tf
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3), "image")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, num_classes), "logits")]),
+    )
+    mlflow.tensorflow.log_model(
+        model,
+        name="model",
+        signature=signature,
+        code_paths=[str(_PACKAGE_DIR)],
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+        metadata=dict(metadata),
+    )
