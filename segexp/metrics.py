@@ -36,8 +36,9 @@ class SegmentationScores(keras.metrics.Metric):
     Pixels whose label is `ignore_index` (or outside [0, num_classes)) are not counted.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, name: str = "scores",
-                 **kwargs: object) -> None:
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, name: str = "scores", **kwargs: object
+    ) -> None:
         super().__init__(name=name, **kwargs)
         self.num_classes = num_classes
         self.ignore_index = ignore_index

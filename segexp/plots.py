@@ -5,6 +5,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 _IGNORE_COLOR = (255, 255, 255)
 
@@ -16,8 +17,9 @@ def colorize(labels: np.ndarray, colormap: np.ndarray, ignore_index: int = 255) 
     return colors[np.asarray(labels, dtype=np.uint8)]
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, colormap: np.ndarray,
-            ignore_index: int = 255) -> np.ndarray:
+def overlay(
+    image: np.ndarray, labels: np.ndarray, colormap: np.ndarray, ignore_index: int = 255
+) -> np.ndarray:
     """Blend image (0.35) and colorized labels (0.65), as the reference example does."""
     blended = 0.35 * image.astype(np.float32) + 0.65 * colorize(labels, colormap, ignore_index)
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
@@ -35,15 +37,21 @@ def learning_curves(history: Mapping[str, Sequence[float]]) -> Figure:
                 ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
         ax.set_title(quantity.replace("_", " "))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     return figure
 
 
-def prediction_figure(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
-                      colormap: np.ndarray, class_names: Sequence[str],
-                      ignore_index: int = 255) -> Figure:
-    """Rows of (image, ground truth overlay, prediction overlay) with a legend of present classes."""
+def prediction_figure(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    colormap: np.ndarray,
+    class_names: Sequence[str],
+    ignore_index: int = 255,
+) -> Figure:
+    """Rows of (image, ground truth overlay, prediction overlay); legend of the classes shown."""
     rows = len(images)
     figure = Figure(figsize=(9, 3 * rows + 0.8), layout="constrained")
     axes = figure.subplots(rows, 3, squeeze=False)
@@ -60,6 +68,10 @@ def prediction_figure(images: np.ndarray, labels: np.ndarray, predictions: np.nd
     shown = np.union1d(np.unique(labels), np.unique(predictions))
     shown = [int(c) for c in shown if c < len(class_names)]
     handles = [Patch(color=colormap[c] / 255.0, label=class_names[c]) for c in shown]
-    figure.legend(handles=handles, loc="outside lower center", ncol=min(5, max(1, len(handles))),
-                  fontsize="small")
+    figure.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=min(5, max(1, len(handles))),
+        fontsize="small",
+    )
     return figure

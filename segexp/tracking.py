@@ -27,7 +27,7 @@ _PACKAGE_DIR = Path(segexp.__file__).resolve().parent
 
 
 def resolve_tracking_uri(configured: str | None, cwd: Path) -> str:
-    """tracking.uri when set, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db (absolute)."""
+    """tracking.uri if set, else $MLFLOW_TRACKING_URI, else an absolute sqlite:///<cwd>/mlflow.db."""
     if configured:
         return str(configured)
     from_env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -75,7 +75,9 @@ def ensure_experiment(uri: str, name: str) -> str:
 @contextmanager
 def run(experiment_id: str, run_name: str | None, tags: Mapping[str, str]) -> Iterator[Run]:
     """Open an MLflow run for the block; it ends FINISHED, or FAILED if the block raises."""
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as active:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, tags=dict(tags)
+    ) as active:
         yield active
 
 
@@ -94,12 +96,20 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return flat
 
 
+def log_config(config: Mapping[str, Any]) -> None:
+    """Log the resolved config as params, one per leaf key (MLflow batches them by 100)."""
+    mlflow.log_params(flatten_params(config))
+
+
 def git_commit(path: Path = _PACKAGE_DIR) -> str | None:
     """The commit of the git checkout holding segexp's code, if it is one."""
     try:
         done = subprocess.run(
             ["git", "-C", str(path), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -137,7 +147,7 @@ def metric_names(logs: Mapping[str, float]) -> dict[str, float]:
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's metrics and learning rate to the active run in one batch (step = epoch)."""
+    """Logs each epoch's metrics and learning rate to the active run in one batch (step=epoch)."""
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         metrics = metric_names(logs or {})
@@ -148,8 +158,9 @@ class EpochLogger(keras.callbacks.Callback):
 def log_model_size(model: keras.Model) -> None:
     """Record total and trainable parameter counts as params."""
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    mlflow.log_params({"model.total_params": model.count_params(),
-                       "model.trainable_params": trainable})
+    mlflow.log_params(
+        {"model.total_params": model.count_params(), "model.trainable_params": trainable}
+    )
 
 
 def log_figure(figure: Figure, path: str) -> None:

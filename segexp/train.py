@@ -5,11 +5,10 @@ This module imports no TensorFlow at import time, so `--cfg job` and config erro
 
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.overrides import check_group_choices
@@ -25,101 +24,35 @@ def run_name_from_overrides(overrides: list[str]) -> str | None:
     return " ".join(kept) or None
 
 
-def _quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ info lines (CUDA probing, CPU flags) unless the user set the level."""
+def configure_tensorflow_env() -> None:
+    """Settings TensorFlow reads once at import; a value the user already set is kept.
+
+    oneDNN kernels: TensorFlow leaves them off on CPUs without AVX-512, where they still train
+    DeepLabV3+ about 2x faster (1.7 s vs 3.7 s per batch of 8 at 128 px on a 2-core AMD CPU).
+    Log level 2 hides the C++ info lines about CUDA probing and CPU flags.
+    """
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def train(cfg: DictConfig) -> float:
-    """Validate, build data, model and optimizer, fit, log; return the best val mean IoU."""
+    """Validate, train and log one run; return its best val mean IoU (what sweepers optimize)."""
     validate_config(cfg)
-    _quiet_tensorflow()
-    import keras
-    from hydra.utils import instantiate
+    configure_tensorflow_env()
+    from segexp.experiment import run_training  # imports TensorFlow
+    from segexp.tracking import ui_command
 
-    from segexp import plots, tracking
-    from segexp.data.pipeline import make_dataset
-    from segexp.data.registry import build_dataset
-    from segexp.models.deeplabv3plus import build_deeplabv3plus
-    from segexp.trainer import compile_model, fit
-
-    output_dir = Path(cfg.paths.output_dir)
-    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
-    experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment)
-
-    dataset = build_dataset(cfg.dataset)
-    train_split, val_split = dataset.split("train"), dataset.split("val")
-    if len(train_split) < cfg.trainer.batch_size:
-        raise SegexpError(
-            f"trainer.batch_size={cfg.trainer.batch_size} is not allowed: the train split of "
-            f"{dataset.name} has only {len(train_split)} images"
-        )
-    if len(val_split) == 0:
-        raise SegexpError(f"the val split of {dataset.name} is empty")
-
-    run_name = cfg.tracking.run_name or run_name_from_overrides(
-        list(HydraConfig.get().overrides.task)
-    )
-    tags = tracking.run_tags(dataset.name, output_dir)
-    with tracking.run(experiment_id, run_name, tags) as active:
-        mlflow_params = tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True))
-        import mlflow
-
-        mlflow.log_params(mlflow_params)
-        keras.utils.set_random_seed(cfg.trainer.seed)
-        size, batch, seed = cfg.image_size, cfg.trainer.batch_size, cfg.trainer.seed
-        train_data = make_dataset(train_split, size, batch, training=True, seed=seed)
-        val_data = make_dataset(val_split, size, batch, training=False, seed=seed)
-
-        backbone = instantiate(cfg.backbone)
-        model = build_deeplabv3plus(
-            backbone,
-            dataset.num_classes,
-            rates=list(cfg.aspp.rates),
-            aspp_filters=cfg.aspp.filters,
-            image_pooling=cfg.aspp.image_pooling,
-            aspp_dropout=cfg.aspp.dropout,
-        )
-        tracking.log_model_size(model)
-        compile_model(model, instantiate(cfg.optimizer), dataset.num_classes, dataset.ignore_index)
-        result = fit(
-            model,
-            train_data,
-            val_data,
-            epochs=cfg.trainer.epochs,
-            checkpoint_dir=Path(cfg.trainer.checkpoint_dir),
-            callbacks=[tracking.EpochLogger()],
-            verbose=cfg.trainer.verbose,
-        )
-
-        tracking.log_figure(plots.learning_curves(result.history), "plots/learning_curves.png")
-        samples = cfg.tracking.num_prediction_samples
-        images, labels = next(iter(val_data.unbatch().batch(samples)))
-        predicted = keras.ops.convert_to_numpy(keras.ops.argmax(model(images), axis=-1))
-        tracking.log_figure(
-            plots.prediction_figure(images.numpy(), labels.numpy(), predicted, dataset.colormap,
-                                    dataset.class_names, dataset.ignore_index),
-            "plots/val_predictions.png",
-        )
-        tracking.log_files(result.best_checkpoint, output_dir / ".hydra")
-        if cfg.tracking.log_model:
-            tracking.log_keras_model(model, dataset.num_classes, metadata={
-                "class_names": list(dataset.class_names),
-                "colormap": dataset.colormap.tolist(),
-                "ignore_index": dataset.ignore_index,
-                "input": "RGB float32 0..255, height and width multiples of "
-                         f"{backbone.output_stride}",
-            })
-        run_id = active.info.run_id
-
+    run_name = run_name_from_overrides(list(HydraConfig.get().overrides.task))
+    job = run_training(cfg, run_name)
+    best = job.train
     print(
-        f"\nsegexp: run {run_id} finished (experiment '{cfg.tracking.experiment}')\n"
-        f"  best val/mean_iou {result.best_val_mean_iou:.4f} at epoch {result.best_epoch}"
+        f"\nsegexp: run {job.run_id} finished (experiment '{cfg.tracking.experiment}')\n"
+        f"  best val/mean_iou {best.best_val_mean_iou:.4f} at epoch {best.best_epoch}"
         f" of {cfg.trainer.epochs}\n"
-        f"  checkpoints in {Path(cfg.trainer.checkpoint_dir)}\n"
-        f"  to browse it: {tracking.ui_command(uri)}"
+        f"  checkpoints in {best.best_checkpoint.parent}\n"
+        f"  to browse it: {ui_command(job.tracking_uri)}"
     )
-    return result.best_val_mean_iou
+    return best.best_val_mean_iou
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

@@ -23,24 +23,38 @@ class TrainResult:
     last_checkpoint: Path
 
 
-def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, num_classes: int,
-                  ignore_index: int) -> None:
-    """Sparse cross-entropy from logits averaged over non-ignored pixels; confusion-matrix scores."""
+def segmentation_loss(ignore_index: int) -> keras.losses.Loss:
+    """Sparse cross-entropy from logits, averaged over the pixels whose label is not ignored."""
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_index)
+
+
+def compile_model(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, num_classes: int, ignore_index: int
+) -> None:
+    """Attach optimizer, loss and the confusion-matrix scores (pixel accuracy, mean IoU)."""
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_index),
+        loss=segmentation_loss(ignore_index),
         metrics=[SegmentationScores(num_classes, ignore_index)],
     )
 
 
-def fit(model: keras.Model, train_data: tf.data.Dataset, val_data: tf.data.Dataset, epochs: int,
-        checkpoint_dir: Path, callbacks: Sequence[keras.callbacks.Callback] = (),
-        verbose: str | int = "auto") -> TrainResult:
+def fit(
+    model: keras.Model,
+    train_data: tf.data.Dataset,
+    val_data: tf.data.Dataset,
+    epochs: int,
+    checkpoint_dir: Path,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: str | int = "auto",
+) -> TrainResult:
     """Train for `epochs`, validating after each; return the history and checkpoint paths."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = checkpoint_dir / "best.keras", checkpoint_dir / "last.keras"
     checkpoints = [
-        keras.callbacks.ModelCheckpoint(best_path, monitor=MONITOR, mode="max", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(
+            best_path, monitor=MONITOR, mode="max", save_best_only=True
+        ),
         keras.callbacks.ModelCheckpoint(last_path),
     ]
     history = model.fit(
@@ -49,6 +63,7 @@ def fit(model: keras.Model, train_data: tf.data.Dataset, val_data: tf.data.Datas
         epochs=epochs,
         callbacks=[*checkpoints, *callbacks],
         verbose=verbose,
+        shuffle=False,  # the tf.data pipeline reshuffles the training files every epoch
     ).history
     scores = history[MONITOR]
     best_index = max(range(len(scores)), key=scores.__getitem__)

@@ -59,8 +59,17 @@ def validate_config(cfg: DictConfig) -> None:
         "dataset.num_classes", lambda v: _is_int(v) and v >= 2, "must be an integer >= 2"
     )
     names = _get(cfg, "dataset.class_names")
-    if names is not None and _is_int(num_classes) and num_classes >= 2 and len(names) != num_classes:
-        c.fail("dataset.class_names", f"<{len(names)} names>", f"needs {num_classes} names, one per class")
+    if (
+        names is not None
+        and _is_int(num_classes)
+        and num_classes >= 2
+        and len(names) != num_classes
+    ):
+        c.fail(
+            "dataset.class_names",
+            f"<{len(names)} names>",
+            f"needs {num_classes} names, one per class",
+        )
     ignore = c.check("dataset.ignore_index", _is_int, "must be an integer (usually 255)")
     if _is_int(ignore) and _is_int(num_classes) and 0 <= ignore < num_classes:
         c.fail("dataset.ignore_index", ignore, f"must not be a class id (0..{num_classes - 1})")
@@ -72,9 +81,7 @@ def validate_config(cfg: DictConfig) -> None:
     )
     c.check("aspp.filters", lambda v: _is_int(v) and v > 0, positive_int)
     c.check("aspp.image_pooling", lambda v: isinstance(v, bool), "must be true or false")
-    c.check(
-        "aspp.dropout", lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1)"
-    )
+    c.check("aspp.dropout", lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1)")
 
     _check_backbone_and_size(c)
     c.check(

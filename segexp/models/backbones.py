@@ -1,4 +1,4 @@
-"""Backbone builders (the `_target_` of conf/backbone/*.yaml): image -> [stride-16, stride-4] features."""
+"""Backbone builders, the `_target_` of conf/backbone/*.yaml: image -> [deep, low] features."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,8 +48,9 @@ def _load_application(spec: BackboneSpec, weights: str | None) -> keras.Model:
         raise
 
 
-def build_backbone(kind: str, name: str, weights: str | None = None,
-                   output_stride: int = 16) -> Backbone:
+def build_backbone(
+    kind: str, name: str, weights: str | None = None, output_stride: int = 16
+) -> Backbone:
     """Cut a keras.applications network at the taps of `kind` for the given output stride."""
     spec = BACKBONES[kind]
     if output_stride not in spec.output_strides:
@@ -60,17 +61,20 @@ def build_backbone(kind: str, name: str, weights: str | None = None,
     base = _load_application(spec, weights)
     outputs = [base.get_layer(spec.taps[output_stride]).output, base.get_layer(spec.taps[4]).output]
     features = keras.Model(base.inputs, outputs, name=name)
-    return Backbone(features=features, preprocessing=spec.preprocessing,
-                    output_stride=output_stride)
+    return Backbone(
+        features=features, preprocessing=spec.preprocessing, output_stride=output_stride
+    )
 
 
-def resnet50(name: str = "resnet50", weights: str | None = None,
-             output_stride: int = 16) -> Backbone:
+def resnet50(
+    name: str = "resnet50", weights: str | None = None, output_stride: int = 16
+) -> Backbone:
     """The reference example's ResNet50, tapped at conv4_block6_2_relu and conv2_block3_2_relu."""
     return build_backbone("resnet50", name, weights, output_stride)
 
 
-def mobilenetv2(name: str = "mobilenetv2", weights: str | None = None,
-                output_stride: int = 16) -> Backbone:
+def mobilenetv2(
+    name: str = "mobilenetv2", weights: str | None = None, output_stride: int = 16
+) -> Backbone:
     """MobileNetV2 (alpha 1.0), tapped at block_13_expand_relu and block_3_expand_relu."""
     return build_backbone("mobilenetv2", name, weights, output_stride)

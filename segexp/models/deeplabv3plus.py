@@ -9,8 +9,9 @@ from segexp.models.backbones import Backbone
 from segexp.models.layers import Preprocess, ResizeLike, conv_block
 
 
-def aspp(x: keras.KerasTensor, rates: Sequence[int], filters: int, image_pooling: bool,
-         dropout: float) -> keras.KerasTensor:
+def aspp(
+    x: keras.KerasTensor, rates: Sequence[int], filters: int, image_pooling: bool, dropout: float
+) -> keras.KerasTensor:
     """Atrous spatial pyramid pooling: [image pooling], 1x1, dilated 3x3 branches, 1x1 projection.
 
     The pooling branch is a global mean resized back to the feature map's run-time size, so
@@ -31,11 +32,17 @@ def aspp(x: keras.KerasTensor, rates: Sequence[int], filters: int, image_pooling
     return x
 
 
-def build_deeplabv3plus(backbone: Backbone, num_classes: int,
-                        rates: Sequence[int] = (6, 12, 18), aspp_filters: int = 256,
-                        image_pooling: bool = True, aspp_dropout: float = 0.0,
-                        low_level_filters: int = 48, decoder_filters: int = 256,
-                        name: str = "deeplabv3plus") -> keras.Model:
+def build_deeplabv3plus(
+    backbone: Backbone,
+    num_classes: int,
+    rates: Sequence[int] = (6, 12, 18),
+    aspp_filters: int = 256,
+    image_pooling: bool = True,
+    aspp_dropout: float = 0.0,
+    low_level_filters: int = 48,
+    decoder_filters: int = 256,
+    name: str = "deeplabv3plus",
+) -> keras.Model:
     """Wire preprocessing, backbone, ASPP and decoder into a model: RGB 0..255 -> logits.
 
     Input (N, H, W, 3), H and W multiples of the output stride; output (N, H, W, num_classes)

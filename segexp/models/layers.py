@@ -54,8 +54,14 @@ class ResizeLike(layers.Layer):
         return {**super().get_config(), "interpolation": self.interpolation}
 
 
-def conv_block(x: keras.KerasTensor, filters: int, kernel_size: int = 3, dilation_rate: int = 1,
-               use_bias: bool = False, name: str | None = None) -> keras.KerasTensor:
+def conv_block(
+    x: keras.KerasTensor,
+    filters: int,
+    kernel_size: int = 3,
+    dilation_rate: int = 1,
+    use_bias: bool = False,
+    name: str | None = None,
+) -> keras.KerasTensor:
     """Conv2D (same padding, He-normal init) + BatchNorm + ReLU, the reference's building block."""
     x = layers.Conv2D(
         filters,

@@ -1,0 +1,34 @@
+# segexp's two commands. Each creates .venv on first use and installs what it needs.
+#   make train [ARGS="backbone=mobilenetv2 trainer.epochs=3"]   default training, logged to ./mlflow.db
+#   make test  [PYTEST_ARGS="-m 'not slow'"]                     lint and the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: train test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+train: $(VENV)/.runtime-installed
+	$(BIN)/python -m segexp.train $(ARGS)
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check segexp tests
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) outputs data mlflow.db mlartifacts .pytest_cache

@@ -1,0 +1,79 @@
+"""Shared fixtures: config composition and one tiny training run shared by the end-to-end tests."""
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from segexp.config import CONFIG_DIR
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture
+def compose_train():
+    """Compose conf/train.yaml with overrides, as `python -m segexp.train` would."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose(config_name="train", overrides=list(overrides))
+
+    return _compose
+
+
+def run_segexp(
+    args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python -m segexp.train ARGS` in `cwd` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "segexp.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+# A tiny but complete run: 64 px, MobileNetV2 with a 16-filter ASPP, 8 train / 4 val images.
+TINY_EPOCHS = 2
+TINY_ARGS = [
+    "backbone=mobilenetv2",
+    "image_size=64",
+    "aspp.filters=16",
+    f"trainer.epochs={TINY_EPOCHS}",
+    "trainer.batch_size=4",
+    "trainer.verbose=2",
+    "dataset.num_train=8",
+    "dataset.num_val=4",
+    "dataset.min_size=48",
+    "dataset.max_size=80",
+    "tracking.experiment=tiny",
+    "tracking.num_prediction_samples=2",
+]
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    workdir: Path
+    output_dir: Path
+    tracking_uri: str
+    process: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """One tiny training subprocess into a fresh SQLite store, shared by the tests reading it."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    output_dir = workdir / "out"
+    process = run_segexp(
+        [*TINY_ARGS, f"paths.data_dir={workdir / 'data'}", f"hydra.run.dir={output_dir}"],
+        cwd=workdir,
+    )
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-5000:]
+    return TinyRun(workdir, output_dir, f"sqlite:///{workdir / 'mlflow.db'}", process)

@@ -1,0 +1,180 @@
+"""Config groups compose, good overrides land, bad ones fail with one line naming key and value."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra.utils import instantiate
+
+from segexp.config import CONFIG_DIR, validate_config
+from segexp.config.overrides import check_group_choices, config_groups
+from segexp.errors import ConfigError
+from segexp.train import run_name_from_overrides
+
+GROUPS = config_groups(CONFIG_DIR)
+ALL_OPTIONS = [(group, option) for group, options in GROUPS.items() for option in options]
+
+
+def test_train_yaml_has_the_required_groups():
+    assert {"dataset", "backbone", "aspp", "optimizer", "trainer", "tracking", "paths"} <= set(
+        GROUPS
+    )
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS)
+def test_every_option_of_every_group_composes_and_validates(compose_train, group, option):
+    cfg = compose_train(f"{group}={option}")
+    validate_config(cfg)
+    assert cfg[group] is not None
+
+
+def test_every_config_key_has_a_comment():
+    for path in CONFIG_DIR.rglob("*.yaml"):
+        lines = path.read_text().splitlines()
+        assert lines[0].startswith("#"), f"{path} lacks a header comment"
+        for line in lines:
+            stripped = line.strip()
+            is_key = ":" in stripped and not stripped.startswith(("#", "-"))
+            opens_block = stripped.endswith(":")
+            if is_key and not opens_block and "_target_" not in stripped:
+                assert "#" in stripped, f"{path}: no comment on {stripped!r}"
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "expected"),
+    [
+        ("backbone=resnet50", "backbone.name", "resnet50"),
+        ("backbone=mobilenetv2", "backbone.name", "mobilenetv2"),
+        ("backbone.weights=null", "backbone.weights", None),
+        ("aspp.rates=[6,12,18]", "aspp.rates", [6, 12, 18]),
+        ("aspp.filters=128", "aspp.filters", 128),
+        ("optimizer=adam", "optimizer._target_", "keras.optimizers.Adam"),
+        ("optimizer=sgd", "optimizer._target_", "keras.optimizers.SGD"),
+        ("optimizer=adamw", "optimizer._target_", "keras.optimizers.AdamW"),
+        ("optimizer.learning_rate=0.01", "optimizer.learning_rate", 0.01),
+        ("image_size=256", "image_size", 256),
+        ("trainer.epochs=3", "trainer.epochs", 3),
+        ("trainer.batch_size=8", "trainer.batch_size", 8),
+        ("tracking.experiment=NAME", "tracking.experiment", "NAME"),
+    ],
+)
+def test_documented_overrides_land_in_the_config(compose_train, override, key, expected):
+    from omegaconf import OmegaConf
+
+    cfg = compose_train(override)
+    validate_config(cfg)
+    value = OmegaConf.select(cfg, key)
+    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    assert value == expected
+
+
+@pytest.mark.parametrize(
+    ("option", "cls", "lr"),
+    [("adam", "Adam", 1e-3), ("sgd", "SGD", 1e-2), ("adamw", "AdamW", 1e-3)],
+)
+def test_optimizers_instantiate_through_target(compose_train, option, cls, lr):
+    optimizer = instantiate(
+        compose_train(f"optimizer={option}", "optimizer.learning_rate=" + str(lr)).optimizer
+    )
+    assert type(optimizer).__name__ == cls
+    assert float(optimizer.learning_rate) == pytest.approx(lr)
+
+
+BAD_OVERRIDES = [
+    ("image_size=100", "image_size=100", "multiple of 16"),
+    ("image_size=16", "image_size=16", "at least 32"),
+    ("aspp.rates=[]", "aspp.rates=[]", "non-empty list of positive integers"),
+    ("aspp.rates=[6,0,18]", "aspp.rates=[6, 0, 18]", "non-empty list of positive integers"),
+    ("aspp.rates=[6,-12]", "aspp.rates=[6, -12]", "non-empty list of positive integers"),
+    ("optimizer.learning_rate=0", "optimizer.learning_rate=0", "number > 0"),
+    ("optimizer.learning_rate=-0.1", "optimizer.learning_rate=-0.1", "number > 0"),
+    ("trainer.epochs=0", "trainer.epochs=0", "positive integer"),
+    ("trainer.epochs=-2", "trainer.epochs=-2", "positive integer"),
+    ("trainer.batch_size=0", "trainer.batch_size=0", "positive integer"),
+    ("dataset.num_classes=1", "dataset.num_classes=1", "integer >= 2"),
+    ("aspp.filters=0", "aspp.filters=0", "positive integer"),
+    ("aspp.dropout=1.5", "aspp.dropout=1.5", "[0, 1)"),
+    (
+        "backbone.weights=/no/such/file.h5",
+        "backbone.weights='/no/such/file.h5'",
+        "existing weights file",
+    ),
+]
+
+
+@pytest.mark.parametrize(("override", "shown", "rule"), BAD_OVERRIDES)
+def test_bad_values_are_rejected_naming_key_value_and_rule(compose_train, override, shown, rule):
+    with pytest.raises(ConfigError) as caught:
+        validate_config(compose_train(override))
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1, message
+    assert shown in message.replace("'", "'") or shown.replace("'", "") in message
+    assert rule in message
+
+
+@pytest.mark.parametrize(
+    "args", [["backbone=foo"], ["-m", "optimizer=adam,rmsprop"], ["dataset=cityscapes"]]
+)
+def test_unknown_group_option_is_rejected_listing_the_choices(args):
+    with pytest.raises(ConfigError, match="is not an option of") as caught:
+        check_group_choices(args, CONFIG_DIR)
+    group = args[-1].split("=")[0]
+    assert ", ".join(GROUPS[group]) in str(caught.value)
+
+
+def test_sweeps_over_existing_options_pass_the_check():
+    check_group_choices(["-m", "optimizer=adam,sgd", "backbone=resnet50,mobilenetv2"], CONFIG_DIR)
+
+
+CLI_CASES = [
+    ["backbone=foo"],
+    ["image_size=100"],
+    ["aspp.rates=[]"],
+    ["aspp.rates=[0,6]"],
+    ["optimizer.learning_rate=0"],
+    ["trainer.epochs=0"],
+    ["trainer.batch_size=-1"],
+    ["dataset.num_classes=1"],
+]
+
+
+@pytest.mark.parametrize("args", CLI_CASES, ids=lambda a: a[0])
+def test_cli_prints_one_error_line_exits_nonzero_and_opens_no_run(tmp_path, args):
+    done = subprocess.run(
+        [sys.executable, "-m", "segexp.train", *args, f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    key = args[0].split("=")[0]
+    assert lines[0].startswith("error: ") and key in lines[0]
+    assert not (tmp_path / "mlflow.db").exists(), "a run was opened for a bad config"
+
+
+def test_cfg_job_prints_the_config_without_importing_tensorflow(tmp_path):
+    script = (
+        "import sys\n"
+        "sys.argv = ['segexp.train', '--cfg', 'job', 'backbone=mobilenetv2']\n"
+        "from segexp.train import cli\n"
+        "cli()\n"
+        "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "name: mobilenetv2" in done.stdout
+    assert "image_size: 128" in done.stdout
+    assert done.stdout.strip().endswith("TF_NOT_IMPORTED")
+
+
+def test_run_name_keeps_experiment_overrides_only():
+    name = run_name_from_overrides(
+        ["backbone=mobilenetv2", "tracking.experiment=x", "paths.data_dir=/d", "image_size=64"]
+    )
+    assert name == "backbone=mobilenetv2 image_size=64"
+    assert run_name_from_overrides(["tracking.uri=sqlite:///x.db"]) is None

@@ -1,0 +1,71 @@
+"""Scores and loss against independent computations (scikit-learn, NumPy), with 255 ignored."""
+
+import keras
+import numpy as np
+import pytest
+from sklearn.metrics import confusion_matrix, jaccard_score
+
+from segexp.metrics import SegmentationScores, confusion_scores
+from segexp.trainer import segmentation_loss
+
+NUM_CLASSES = 6  # class 5 is absent from labels and predictions
+
+
+def _random_case(seed: int):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 5, size=(3, 16, 16))
+    labels[rng.random(labels.shape) < 0.2] = 255
+    logits = rng.normal(size=(3, 16, 16, NUM_CLASSES)).astype(np.float32)
+    logits[..., 5] = -1e3  # never predicted
+    # Make predictions agree with labels often enough for non-trivial IoUs.
+    agree = (rng.random(labels.shape) < 0.5) & (labels != 255)
+    logits[agree, labels[agree]] += 10
+    return labels, logits
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mean_iou_and_pixel_accuracy_match_scikit_learn(seed):
+    labels, logits = _random_case(seed)
+    metric = SegmentationScores(NUM_CLASSES, ignore_index=255)
+    metric.update_state(labels[:2], logits[:2])
+    metric.update_state(labels[2:], logits[2:])  # accumulates across batches
+    result = {k: float(v) for k, v in metric.result().items()}
+
+    valid = labels != 255
+    y_true, y_pred = labels[valid], logits.argmax(-1)[valid]
+    present = np.union1d(y_true, y_pred)
+    expected_iou = jaccard_score(y_true, y_pred, labels=present, average="macro")
+    assert result["mean_iou"] == pytest.approx(expected_iou, abs=1e-6)
+    assert result["pixel_accuracy"] == pytest.approx(np.mean(y_true == y_pred), abs=1e-6)
+
+    reference = confusion_matrix(y_true, y_pred, labels=range(NUM_CLASSES))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(metric.confusion), reference)
+    scores = confusion_scores(reference)
+    assert scores["mean_iou"] == pytest.approx(expected_iou, abs=1e-9)
+    assert np.isnan(scores["iou"][5]), "a class absent from labels and predictions is n/a"
+
+
+def test_reset_clears_the_matrix():
+    labels, logits = _random_case(3)
+    metric = SegmentationScores(NUM_CLASSES)
+    metric.update_state(labels, logits)
+    metric.reset_state()
+    assert int(keras.ops.sum(metric.confusion)) == 0
+
+
+def test_confusion_scores_by_hand():
+    confusion = np.array([[3, 1, 0], [0, 2, 0], [0, 0, 0]])
+    scores = confusion_scores(confusion)
+    assert scores["pixel_accuracy"] == pytest.approx(5 / 6)
+    np.testing.assert_allclose(scores["iou"][:2], [3 / 4, 2 / 3])
+    assert scores["mean_iou"] == pytest.approx((3 / 4 + 2 / 3) / 2)
+
+
+def test_loss_is_cross_entropy_averaged_over_non_ignored_pixels():
+    labels, logits = _random_case(4)
+    loss = float(segmentation_loss(ignore_index=255)(labels, logits))
+    valid = labels != 255
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    picked = np.take_along_axis(log_softmax, np.where(valid, labels, 0)[..., None], -1)[..., 0]
+    assert loss == pytest.approx(-picked[valid].mean(), rel=1e-5)

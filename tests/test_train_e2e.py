@@ -1,0 +1,136 @@
+"""One tiny `python -m segexp.train` run, inspected through MlflowClient and the output folder."""
+
+import re
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import TINY_ARGS, TINY_EPOCHS, run_segexp
+
+METRICS = [
+    "train/loss",
+    "train/pixel_accuracy",
+    "val/loss",
+    "val/pixel_accuracy",
+    "val/mean_iou",
+    "lr",
+]
+
+
+@pytest.fixture(scope="module")
+def logged(tiny_run):
+    client = MlflowClient(tiny_run.tracking_uri)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def _artifacts(client, run_id, path=""):
+    found = []
+    for item in client.list_artifacts(run_id, path):
+        found.extend(_artifacts(client, run_id, item.path) if item.is_dir else [item.path])
+    return found
+
+
+def test_run_finished_with_config_params_and_model_size(logged):
+    _, run = logged
+    assert run.info.status == RunStatus.to_string(RunStatus.FINISHED)
+    params = run.data.params
+    assert params["backbone.name"] == "mobilenetv2"
+    assert params["aspp.rates"] == "[6, 12, 18]"
+    assert params["image_size"] == "64"
+    assert params["optimizer._target_"] == "keras.optimizers.Adam"
+    assert int(params["model.total_params"]) > int(params["model.trainable_params"]) > 0
+    assert run.info.run_name == " ".join(a for a in TINY_ARGS if not a.startswith("tracking."))
+
+
+def test_run_tags_name_versions_dataset_and_output(logged, tiny_run):
+    _, run = logged
+    tags = run.data.tags
+    assert tags["dataset"] == "synthetic"
+    assert tags["hydra.output_dir"] == str(tiny_run.output_dir.resolve())
+    assert tags["tensorflow.version"].startswith("2.")
+    assert tags["keras.version"].startswith("3.")
+    assert "segexp.version" in tags
+
+
+def test_one_point_per_epoch_for_every_metric(logged):
+    client, run = logged
+    for name in METRICS:
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == list(range(1, TINY_EPOCHS + 1)), name
+    lr = client.get_metric_history(run.info.run_id, "lr")
+    assert all(m.value == pytest.approx(1e-3) for m in lr)
+    for name in ("val/mean_iou", "val/pixel_accuracy"):
+        assert all(0.0 <= m.value <= 1.0 for m in client.get_metric_history(run.info.run_id, name))
+
+
+def test_figures_checkpoint_and_hydra_folder_are_logged(logged):
+    client, run = logged
+    artifacts = set(_artifacts(client, run.info.run_id))
+    assert {
+        "plots/learning_curves.png",
+        "plots/val_predictions.png",
+        "checkpoints/best.keras",
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        ".hydra/hydra.yaml",
+    } <= artifacts
+
+
+def test_checkpoints_stay_in_the_output_folder_and_best_one_loads(tiny_run):
+    import keras
+
+    import segexp.metrics  # noqa: F401  (registers the custom metric for loading)
+    import segexp.models.layers  # noqa: F401
+
+    checkpoints = tiny_run.output_dir / "checkpoints"
+    assert (checkpoints / "last.keras").is_file()
+    model = keras.saving.load_model(checkpoints / "best.keras")
+    assert model(np.zeros((1, 64, 64, 3), np.float32)).shape == (1, 64, 64, 20)
+
+
+def test_logged_model_loads_with_pyfunc_and_returns_logits(logged):
+    _, run = logged
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    for shape in ((2, 64, 64, 3), (1, 96, 128, 3)):
+        logits = model.predict(np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32))
+        assert logits.shape == (*shape[:3], 20)
+    assert model.metadata.metadata["class_names"][14] == "left-arm"
+
+
+def test_summary_reports_run_id_best_score_and_ui_command(logged, tiny_run):
+    client, run = logged
+    out = tiny_run.process.stdout
+    assert f"run {run.info.run_id} finished" in out
+    best = max(m.value for m in client.get_metric_history(run.info.run_id, "val/mean_iou"))
+    printed = float(re.search(r"best val/mean_iou ([0-9.]+)", out).group(1))
+    assert printed == pytest.approx(best, abs=1e-4)
+    assert f"mlflow ui --backend-store-uri {tiny_run.tracking_uri}" in out
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_midway_ends_failed(tmp_path, tiny_run):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_run.workdir / "data", data)
+    broken = sorted(data.glob("synthetic/*/train/images/*.png"))[0]
+    broken.write_bytes(b"this is not an image")
+    done = run_segexp(
+        [
+            *TINY_ARGS,
+            f"paths.data_dir={data}",
+            f"hydra.run.dir={tmp_path / 'out'}",
+            "tracking.experiment=broken",
+        ],
+        cwd=tmp_path,
+    )
+    assert done.returncode != 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("broken").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
