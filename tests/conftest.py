@@ -15,6 +15,12 @@ from segexp.config import CONFIG_DIR
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture(autouse=True)
+def _isolated_tracking_uri(monkeypatch: pytest.MonkeyPatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; undo that after every test."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def compose_train():
     """Compose conf/train.yaml with overrides, as `python -m segexp.train` would."""
@@ -36,7 +42,7 @@ def run_segexp(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env={**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **(env or {})},
     )
 
 

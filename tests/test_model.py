@@ -55,6 +55,16 @@ def test_one_model_runs_at_64_and_at_96x128():
     assert logits.dtype == "float32"
 
 
+def test_compiled_predict_handles_changing_input_sizes():
+    model = _tiny_model()
+    # predict() traces a tf.function; a second size forces a trace with unknown height and width.
+    assert model.predict(np.zeros((1, 64, 64, 3), np.float32), verbose=0).shape == (1, 64, 64, 5)
+    logits = model.predict(np.zeros((2, 96, 128, 3), np.float32), verbose=0)
+    assert logits.shape == (2, 96, 128, 5)
+    again = model.predict(np.zeros((1, 48, 80, 3), np.float32), verbose=0)
+    assert again.shape == (1, 48, 80, 5)
+
+
 def test_aspp_rates_filters_pooling_and_dropout_options():
     model = _tiny_model(rates=(2, 4), image_pooling=False, aspp_dropout=0.3)
     names = [layer.name for layer in model.layers]

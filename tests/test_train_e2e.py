@@ -94,8 +94,9 @@ def test_checkpoints_stay_in_the_output_folder_and_best_one_loads(tiny_run):
     assert model(np.zeros((1, 64, 64, 3), np.float32)).shape == (1, 64, 64, 20)
 
 
-def test_logged_model_loads_with_pyfunc_and_returns_logits(logged):
+def test_logged_model_loads_with_pyfunc_and_returns_logits(logged, tiny_run):
     _, run = logged
+    mlflow.set_tracking_uri(tiny_run.tracking_uri)
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     for shape in ((2, 64, 64, 3), (1, 96, 128, 3)):
         logits = model.predict(np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32))
