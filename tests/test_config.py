@@ -93,6 +93,7 @@ BAD_OVERRIDES = [
     ("trainer.batch_size=0", "trainer.batch_size=0", "positive integer"),
     ("dataset.num_classes=1", "dataset.num_classes=1", "integer >= 2"),
     ("aspp.filters=0", "aspp.filters=0", "positive integer"),
+    ("trainer.verbose=3", "trainer.verbose=3", "auto, 0, 1 or 2"),
     ("aspp.dropout=1.5", "aspp.dropout=1.5", "[0, 1)"),
     (
         "backbone.weights=/no/such/file.h5",

@@ -53,6 +53,7 @@ def validate_config(cfg: DictConfig) -> None:
     c.check("trainer.epochs", lambda v: _is_int(v) and v > 0, positive_int)
     c.check("trainer.batch_size", lambda v: _is_int(v) and v > 0, positive_int)
     c.check("trainer.seed", _is_int, "must be an integer")
+    c.check("trainer.verbose", lambda v: v in ("auto", 0, 1, 2), "must be auto, 0, 1 or 2")
     c.check("optimizer.learning_rate", lambda v: _is_number(v) and v > 0, "must be a number > 0")
 
     num_classes = c.check(
