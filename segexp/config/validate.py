@@ -6,8 +6,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from segexp.config.backbone_specs import BACKBONES
 from segexp.errors import ConfigError
-from segexp.models.specs import BACKBONES
 
 _MISSING = object()
 

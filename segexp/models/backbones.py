@@ -6,8 +6,8 @@ from pathlib import Path
 
 import keras
 
+from segexp.config.backbone_specs import BACKBONES, BackboneSpec
 from segexp.errors import ConfigError, SegexpError
-from segexp.models.specs import BACKBONES, BackboneSpec
 
 _APPLICATIONS: dict[str, Callable[..., keras.Model]] = {
     "resnet50": keras.applications.ResNet50,

@@ -1,4 +1,4 @@
-"""What each backbone offers (taps, strides, preprocessing), readable without importing Keras."""
+"""What each backbone offers (taps, strides, preprocessing): read by validation and the builders."""
 
 from dataclasses import dataclass
 

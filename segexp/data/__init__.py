@@ -1,0 +1,1 @@
+"""Datasets (file lists, class names, colormaps) and the tf.data input pipeline."""

@@ -1,0 +1,42 @@
+"""A dataset as segexp sees it: per-split file lists plus the label set that describes them."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Split:
+    """Paired image and mask files of one split, in a fixed order."""
+
+    images: tuple[Path, ...]
+    masks: tuple[Path, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.masks):
+            raise ValueError(f"{len(self.images)} images but {len(self.masks)} masks")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass(frozen=True)
+class SegmentationDataset:
+    """File lists of each split and the label set (names, colors, ignore index)."""
+
+    name: str
+    splits: dict[str, Split]
+    class_names: tuple[str, ...]
+    colormap: np.ndarray = field(repr=False)  # (num_classes, 3) uint8
+    ignore_index: int = 255
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> Split:
+        """Return one split, with an error that lists the ones this dataset has."""
+        if name not in self.splits:
+            raise KeyError(f"dataset {self.name!r} has no split {name!r}; it has {list(self.splits)}")
+        return self.splits[name]
