@@ -85,6 +85,7 @@ def validate_config(cfg: DictConfig) -> None:
     c.check("aspp.dropout", lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1)")
 
     _check_backbone_and_size(c)
+    c.check("tracking.num_prediction_samples", lambda v: _is_int(v) and v > 0, positive_int)
     c.check(
         "tracking.experiment",
         lambda v: isinstance(v, str) and v.strip() != "",
