@@ -38,5 +38,7 @@ class SegmentationDataset:
     def split(self, name: str) -> Split:
         """Return one split, with an error that lists the ones this dataset has."""
         if name not in self.splits:
-            raise KeyError(f"dataset {self.name!r} has no split {name!r}; it has {list(self.splits)}")
+            raise KeyError(
+                f"dataset {self.name!r} has no split {name!r}; it has {list(self.splits)}"
+            )
         return self.splits[name]

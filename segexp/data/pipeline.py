@@ -26,8 +26,9 @@ def resize_pair(image: tf.Tensor, mask: tf.Tensor, size: int) -> tuple[tf.Tensor
     return image, tf.cast(mask[..., 0], tf.int32)
 
 
-def make_dataset(split: Split, image_size: int, batch_size: int, *, training: bool,
-                 seed: int) -> tf.data.Dataset:
+def make_dataset(
+    split: Split, image_size: int, batch_size: int, *, training: bool, seed: int
+) -> tf.data.Dataset:
     """Batches of (float32 image (B, S, S, 3) in 0..255, int32 mask (B, S, S)) for one split.
 
     Training data is reshuffled every epoch from `seed` and drops the last partial batch

@@ -44,19 +44,27 @@ class _Canvas:
         jitter = self.rng.integers(-12, 13, size=3)
         return tuple(int(v) for v in np.clip(np.asarray(color) + jitter, 0, 255))
 
-    def polygon(self, points: np.ndarray, label: int, color: Sequence[int]) -> None:
-        pts = np.round(points).astype(np.int32).reshape(-1, 1, 2)
+    def polygon(self, points: Sequence[np.ndarray], label: int, color: Sequence[int]) -> None:
+        pts = np.round(np.asarray(points)).astype(np.int32).reshape(-1, 1, 2)
         cv2.fillPoly(self.image, [pts], self._shade(color), lineType=cv2.LINE_8)
         cv2.fillPoly(self.mask, [pts], label, lineType=cv2.LINE_8)
 
-    def limb(self, start: np.ndarray, end: np.ndarray, width: float, label: int,
-             color: Sequence[int]) -> None:
-        p, q, w = tuple(np.round(start).astype(int)), tuple(np.round(end).astype(int)), max(1, round(width))
+    def limb(
+        self, start: np.ndarray, end: np.ndarray, width: float, label: int, color: Sequence[int]
+    ) -> None:
+        p, q = tuple(np.round(start).astype(int)), tuple(np.round(end).astype(int))
+        w = max(1, round(width))
         cv2.line(self.image, p, q, self._shade(color), w, lineType=cv2.LINE_8)
         cv2.line(self.mask, p, q, label, w, lineType=cv2.LINE_8)
 
-    def ellipse(self, center: np.ndarray, axes: tuple[float, float], angle: float, label: int,
-                color: Sequence[int]) -> None:
+    def ellipse(
+        self,
+        center: np.ndarray,
+        axes: tuple[float, float],
+        angle: float,
+        label: int,
+        color: Sequence[int],
+    ) -> None:
         c = tuple(np.round(center).astype(int))
         ax = (max(1, round(axes[0])), max(1, round(axes[1])))
         cv2.ellipse(self.image, c, ax, angle, 0, 360, self._shade(color), -1, lineType=cv2.LINE_8)
@@ -70,8 +78,11 @@ def _random_color(rng: np.random.Generator) -> np.ndarray:
 def _background(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """A two-color gradient with stripes, blobs and noise: texture a model must learn to ignore."""
     a, b = _random_color(rng).astype(float), _random_color(rng).astype(float)
-    t = np.linspace(0, 1, height)[:, None, None] if rng.random() < 0.5 else \
-        np.linspace(0, 1, width)[None, :, None]
+    t = (
+        np.linspace(0, 1, height)[:, None, None]
+        if rng.random() < 0.5
+        else np.linspace(0, 1, width)[None, :, None]
+    )
     image = np.broadcast_to(a * (1 - t) + b * t, (height, width, 3)).copy()
     yy, xx = np.mgrid[0:height, 0:width]
     period, angle = rng.uniform(6, 30), rng.uniform(0, np.pi)
@@ -100,36 +111,46 @@ def _draw_person(canvas: _Canvas, cx: float, top: float, h: float) -> None:
         return np.array([cx + dx * h, top + dy * h])
 
     if rng.random() < 0.3:  # long hair behind the shoulders
-        canvas.polygon(np.array([at(-0.55, 0.4), at(0.55, 0.4), at(0.6, 2.2), at(-0.6, 2.2)]),
-                       HAIR, hair)
+        canvas.polygon([at(-0.55, 0.4), at(0.55, 0.4), at(0.6, 2.2), at(-0.6, 2.2)], HAIR, hair)
 
     # Legs (skin), then what covers them. Image right = the person's left.
     feet_spread = rng.uniform(0.35, 0.75)
-    legs = {LEFT_LEG: (at(0.3, 3.6), at(feet_spread, 7.0)),
-            RIGHT_LEG: (at(-0.3, 3.6), at(-feet_spread, 7.0))}
+    legs = {
+        LEFT_LEG: (at(0.3, 3.6), at(feet_spread, 7.0)),
+        RIGHT_LEG: (at(-0.3, 3.6), at(-feet_spread, 7.0)),
+    }
     for label, (hip, ankle) in legs.items():
         canvas.limb(hip, ankle, 0.42 * h, label, skin)
     sock_color = _random_color(rng)
     has_socks = rng.random() < 0.3
     shoe_color = rng.integers(10, 120, size=3)
-    for label, shoe, (hip, ankle) in ((LEFT_LEG, LEFT_SHOE, legs[LEFT_LEG]),
-                                      (RIGHT_LEG, RIGHT_SHOE, legs[RIGHT_LEG])):
+    for label, shoe, (hip, ankle) in (
+        (LEFT_LEG, LEFT_SHOE, legs[LEFT_LEG]),
+        (RIGHT_LEG, RIGHT_SHOE, legs[RIGHT_LEG]),
+    ):
         if has_socks:
             canvas.limb(hip + (ankle - hip) * 0.88, ankle, 0.44 * h, SOCKS, sock_color)
         outward = 1 if label == LEFT_LEG else -1
-        canvas.ellipse(ankle + np.array([outward * 0.12 * h, 0.12 * h]), (0.3 * h, 0.16 * h), 0,
-                       shoe, shoe_color)
+        canvas.ellipse(
+            ankle + np.array([outward * 0.12 * h, 0.12 * h]),
+            (0.3 * h, 0.16 * h),
+            0,
+            shoe,
+            shoe_color,
+        )
 
     outfit = rng.choice(["pants", "shorts", "skirt", "dress"], p=[0.45, 0.15, 0.22, 0.18])
     if outfit in ("pants", "shorts"):
         knee = 0.92 if outfit == "pants" else 0.45
         for hip, ankle in legs.values():
             canvas.limb(hip, hip + (ankle - hip) * knee, 0.5 * h, PANTS, bottom_color)
-        canvas.polygon(np.array([at(-0.62, 3.3), at(0.62, 3.3), at(0.5, 4.0), at(-0.5, 4.0)]),
-                       PANTS, bottom_color)
+        canvas.polygon(
+            [at(-0.62, 3.3), at(0.62, 3.3), at(0.5, 4.0), at(-0.5, 4.0)], PANTS, bottom_color
+        )
     elif outfit == "skirt":
-        canvas.polygon(np.array([at(-0.62, 3.4), at(0.62, 3.4), at(1.0, 5.2), at(-1.0, 5.2)]),
-                       SKIRT, bottom_color)
+        canvas.polygon(
+            [at(-0.62, 3.4), at(0.62, 3.4), at(1.0, 5.2), at(-1.0, 5.2)], SKIRT, bottom_color
+        )
 
     # Arms (skin) hang outward from the shoulders; the torso is drawn over the joints.
     sleeve = rng.choice([0.0, 0.4, 0.9], p=[0.3, 0.4, 0.3])
@@ -141,28 +162,57 @@ def _draw_person(canvas: _Canvas, cx: float, top: float, h: float) -> None:
         hand = shoulder + 2.6 * h * np.array([side * np.sin(angle), np.cos(angle)])
         canvas.limb(shoulder, hand, 0.34 * h, label, skin)
         if sleeve > 0:
-            canvas.limb(shoulder, shoulder + (hand - shoulder) * sleeve, 0.42 * h,
-                        DRESS if outfit == "dress" else UPPER_CLOTHES, top_color)
+            canvas.limb(
+                shoulder,
+                shoulder + (hand - shoulder) * sleeve,
+                0.42 * h,
+                DRESS if outfit == "dress" else UPPER_CLOTHES,
+                top_color,
+            )
         if has_gloves:
             canvas.ellipse(hand, (0.22 * h, 0.22 * h), 0, GLOVE, glove_color)
 
-    torso = np.array([at(-0.8, 1.15), at(0.8, 1.15), at(0.65, 3.6), at(-0.65, 3.6)])
+    torso = [at(-0.8, 1.15), at(0.8, 1.15), at(0.65, 3.6), at(-0.65, 3.6)]
     if outfit == "dress":
-        canvas.polygon(np.array([at(-0.8, 1.15), at(0.8, 1.15), at(0.6, 3.2), at(1.1, 5.4),
-                                 at(-1.1, 5.4), at(-0.6, 3.2)]), DRESS, top_color)
+        canvas.polygon(
+            [
+                at(-0.8, 1.15),
+                at(0.8, 1.15),
+                at(0.6, 3.2),
+                at(1.1, 5.4),
+                at(-1.1, 5.4),
+                at(-0.6, 3.2),
+            ],
+            DRESS,
+            top_color,
+        )
     else:
         canvas.polygon(torso, UPPER_CLOTHES, top_color)
         if rng.random() < 0.25:  # open coat over the upper clothes
             coat = _random_color(rng)
             for side in (-1, 1):
-                canvas.polygon(np.array([at(side * 0.85, 1.15), at(side * 0.22, 1.15),
-                                         at(side * 0.22, 4.4), at(side * 0.85, 4.4)]), COAT, coat)
+                canvas.polygon(
+                    [
+                        at(side * 0.85, 1.15),
+                        at(side * 0.22, 1.15),
+                        at(side * 0.22, 4.4),
+                        at(side * 0.85, 4.4),
+                    ],
+                    COAT,
+                    coat,
+                )
     # Neck and V-neck skin, an optional scarf.
-    canvas.polygon(np.array([at(-0.18, 0.85), at(0.18, 0.85), at(0.18, 1.15), at(0.0, 1.55),
-                             at(-0.18, 1.15)]), TORSO_SKIN, skin)
+    canvas.polygon(
+        [at(-0.18, 0.85), at(0.18, 0.85), at(0.18, 1.15), at(0.0, 1.55), at(-0.18, 1.15)],
+        TORSO_SKIN,
+        skin,
+    )
     if rng.random() < 0.2:
-        canvas.polygon(np.array([at(-0.45, 1.0), at(0.45, 1.0), at(0.45, 1.35), at(-0.45, 1.35)]),
-                       SCARF, _random_color(rng))
+        canvas.polygon(
+            [at(-0.45, 1.0), at(0.45, 1.0), at(0.45, 1.35), at(-0.45, 1.35)],
+            SCARF,
+            _random_color(rng),
+        )
     # Head: hair, face, sunglasses, hat.
     canvas.ellipse(at(0.0, 0.42), (0.44 * h, 0.48 * h), 0, HAIR, hair)
     canvas.ellipse(at(0.0, 0.55), (0.34 * h, 0.42 * h), 0, FACE, skin)
@@ -173,13 +223,13 @@ def _draw_person(canvas: _Canvas, cx: float, top: float, h: float) -> None:
         canvas.limb(at(-0.05, 0.47), at(0.05, 0.47), 0.04 * h, SUNGLASSES, glass)
     if rng.random() < 0.3:
         hat = _random_color(rng)
-        canvas.polygon(np.array([at(-0.4, -0.25), at(0.4, -0.25), at(0.48, 0.18), at(-0.48, 0.18)]),
-                       HAT, hat)
+        canvas.polygon([at(-0.4, -0.25), at(0.4, -0.25), at(0.48, 0.18), at(-0.48, 0.18)], HAT, hat)
         canvas.limb(at(-0.65, 0.18), at(0.65, 0.18), 0.1 * h, HAT, hat)
 
 
-def render_sample(seed: int, split_index: int, index: int, min_size: int,
-                  max_size: int) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(
+    seed: int, split_index: int, index: int, min_size: int, max_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one (RGB uint8 image, uint8 label map) pair, fully determined by its arguments."""
     rng = np.random.default_rng([seed, split_index, index])
     height, width = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
@@ -195,13 +245,15 @@ def render_sample(seed: int, split_index: int, index: int, min_size: int,
     return cv2.GaussianBlur(image, (3, 3), 0.6), canvas.mask
 
 
-def _cache_folder(root: Path, seed: int, num_train: int, num_val: int, min_size: int,
-                  max_size: int) -> Path:
+def _cache_folder(
+    root: Path, seed: int, num_train: int, num_val: int, min_size: int, max_size: int
+) -> Path:
     return root / f"v{GENERATOR_VERSION}_seed{seed}_{num_train}x{num_val}_{min_size}-{max_size}"
 
 
-def _write_split(folder: Path, split_index: int, count: int, seed: int, min_size: int,
-                 max_size: int) -> None:
+def _write_split(
+    folder: Path, split_index: int, count: int, seed: int, min_size: int, max_size: int
+) -> None:
     (folder / "images").mkdir(parents=True)
     (folder / "masks").mkdir(parents=True)
     for index in range(count):
@@ -210,8 +262,9 @@ def _write_split(folder: Path, split_index: int, count: int, seed: int, min_size
         cv2.imwrite(str(folder / "masks" / f"{index:05d}.png"), mask)
 
 
-def generate(root: Path, seed: int, num_train: int, num_val: int, min_size: int,
-             max_size: int) -> Path:
+def generate(
+    root: Path, seed: int, num_train: int, num_val: int, min_size: int, max_size: int
+) -> Path:
     """Write the dataset once under `root` and return its folder; later calls only look it up.
 
     Files are written into a temporary sibling folder that is renamed into place, so parallel
@@ -223,7 +276,9 @@ def generate(root: Path, seed: int, num_train: int, num_val: int, min_size: int,
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
     try:
-        for split_index, (split, count) in enumerate(zip(SPLITS, (num_train, num_val), strict=True)):
+        for split_index, (split, count) in enumerate(
+            zip(SPLITS, (num_train, num_val), strict=True)
+        ):
             _write_split(staging / split, split_index, count, seed, min_size, max_size)
         (staging / "COMPLETE").write_text("ok\n")
         try:
@@ -236,13 +291,23 @@ def generate(root: Path, seed: int, num_train: int, num_val: int, min_size: int,
     return folder
 
 
-def load_synthetic(root: str, num_train: int, num_val: int, min_size: int, max_size: int,
-                   seed: int, class_names: Sequence[str], colormap: object,
-                   ignore_index: int) -> SegmentationDataset:
+def load_synthetic(
+    root: str,
+    num_train: int,
+    num_val: int,
+    min_size: int,
+    max_size: int,
+    seed: int,
+    class_names: Sequence[str],
+    colormap: object,
+    ignore_index: int,
+) -> SegmentationDataset:
     """Return the embedded dataset, generating its files on first use."""
     if len(class_names) != NUM_CLASSES:
-        raise ValueError(f"the synthetic dataset draws {NUM_CLASSES} CIHP classes, "
-                         f"got {len(class_names)} class names")
+        raise ValueError(
+            f"the synthetic dataset draws {NUM_CLASSES} CIHP classes, "
+            f"got {len(class_names)} class names"
+        )
     if not 32 <= min_size <= max_size:
         raise ValueError(f"need 32 <= min_size <= max_size, got {min_size} and {max_size}")
     folder = generate(Path(root), seed, num_train, num_val, min_size, max_size)
