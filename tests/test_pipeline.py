@@ -43,7 +43,7 @@ def test_pipeline_batches_decode_by_content_and_keep_labels(tmp_path):
     split = _write_pairs(tmp_path / "png", 5, rng)
     # A JPEG under a .png name still decodes: the decoder looks at the bytes, not the name.
     jpeg_split = _write_pairs(tmp_path / "jpg", 2, rng, image_ext=".jpg")
-    renamed = jpeg_split.images[0].with_suffix(".png.jpgdata")
+    renamed = jpeg_split.images[0].with_name("jpeg_bytes.png")
     jpeg_split.images[0].rename(renamed)
     mixed = Split(
         images=split.images + (renamed,) + jpeg_split.images[1:],
