@@ -82,6 +82,7 @@ def run_training(cfg: DictConfig, run_name: str | None) -> JobResult:
     """Train one configuration inside one MLflow run; the run ends FAILED if anything raises."""
     output_dir = Path(cfg.paths.output_dir)
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
+    tracking.check_store(uri)
     experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment)
     dataset = load_dataset(cfg)
 

@@ -51,6 +51,32 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
+def check_store(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, naming the URI, when the store cannot be used (MLflow itself retries for minutes).
+
+    A tracking server counts as reachable when it answers HTTP at all; a SQLite store needs
+    its folder to exist.
+    """
+    import requests
+
+    source = (
+        "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
+    )
+    if uri.startswith(("http://", "https://")):
+        try:
+            requests.get(uri, timeout=timeout_s)
+        except requests.RequestException as err:
+            raise SegexpError(
+                f"{source}={uri}: cannot reach the MLflow tracking server "
+                f"({type(err).__name__}). Start it, or point {source} at a reachable server "
+                "or at sqlite:///ABSOLUTE/PATH/mlflow.db"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise SegexpError(f"{source}={uri}: the folder {folder} does not exist")
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """Return the id of experiment `name`, creating it (with an explicit artifact folder)."""
     mlflow.set_tracking_uri(uri)

@@ -1,5 +1,7 @@
 """MLflow helpers: store location, experiment creation, param flattening, metric names."""
 
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,56 @@ def test_keras_log_names_map_to_segexp_metric_names():
 
 def test_git_commit_is_none_outside_a_repository(tmp_path):
     assert tracking.git_commit(Path(tmp_path)) is None
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_server_fails_in_seconds_naming_the_uri():
+    from segexp.errors import SegexpError
+
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(SegexpError, match=f"tracking.uri={uri}: cannot reach"):
+        tracking.check_store(uri)
+    assert time.monotonic() - started < 10
+
+
+def test_unreachable_server_from_the_environment_is_named_as_such(monkeypatch):
+    from segexp.errors import SegexpError
+
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(SegexpError, match=f"MLFLOW_TRACKING_URI={uri}"):
+        tracking.check_store(tracking.resolve_tracking_uri(None, Path.cwd()))
+
+
+def test_sqlite_store_in_a_missing_folder_is_reported(tmp_path):
+    from segexp.errors import SegexpError
+
+    with pytest.raises(SegexpError, match="does not exist"):
+        tracking.check_store(f"sqlite:///{tmp_path}/missing/mlflow.db")
+    tracking.check_store(f"sqlite:///{tmp_path}/mlflow.db")  # an existing folder is fine
+
+
+def test_cli_with_an_unreachable_server_stops_before_loading_data(tmp_path):
+    from tests.conftest import run_segexp
+
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    done = run_segexp(
+        [
+            f"tracking.uri={uri}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"hydra.run.dir={tmp_path}/o",
+        ],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert (
+        done.stderr.strip().splitlines()[-1].startswith(f"error: tracking.uri={uri}: cannot reach")
+    )
+    assert not (tmp_path / "data").exists(), "data was generated before the store was checked"
