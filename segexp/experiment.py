@@ -8,13 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from segexp import plots, tracking
+from segexp.data.augment import AugmentOptions
+from segexp.data.checks import dataset_digest, layout_findings, scan_split
 from segexp.data.dataset import SegmentationDataset
-from segexp.data.pipeline import make_dataset
+from segexp.data.files import DataFileError
+from segexp.data.pipeline import FileProblems, make_dataset
 from segexp.data.registry import build_dataset
 from segexp.errors import SegexpError
 from segexp.models.deeplabv3plus import build_deeplabv3plus
@@ -31,17 +35,44 @@ class JobResult:
 
 
 def load_dataset(cfg: DictConfig) -> SegmentationDataset:
-    """Build the dataset and check it can feed this config (enough images for one batch)."""
+    """Build the dataset and run the cheap checks: pairing, listed files, enough images."""
     dataset = build_dataset(cfg.dataset)
-    train_split, val_split = dataset.split("train"), dataset.split("val")
+    findings = layout_findings(dataset)
+    if findings:
+        shown = "\n".join(str(f) for f in findings[:5])
+        more = f"\n... and {len(findings) - 5} more" if len(findings) > 5 else ""
+        raise SegexpError(
+            f"dataset {dataset.name} at {dataset.root} has {len(findings)} problem(s):\n"
+            f"{shown}{more}\nsee them all with: python -m segexp.check dataset={dataset.name} "
+            f"dataset.root={dataset.root}"
+        )
+    train_split = dataset.split("train")
     if len(train_split) < cfg.trainer.batch_size:
         raise SegexpError(
             f"trainer.batch_size={cfg.trainer.batch_size} is not allowed: the train split of "
             f"{dataset.name} has only {len(train_split)} images"
         )
-    if len(val_split) == 0:
-        raise SegexpError(f"the val split of {dataset.name} is empty")
     return dataset
+
+
+def class_histograms(
+    dataset: SegmentationDataset, skip_corrupt: bool, problems: FileProblems
+) -> dict[str, np.ndarray]:
+    """Pixels per class of every split, reading each mask once; a bad mask fails here, early.
+
+    Unreadable masks are recorded as skipped when `skip_corrupt`; any other problem (a label
+    outside the classes, a color mask) stops the run naming the file.
+    """
+    histograms = {}
+    for name, split in dataset.splits.items():
+        scan = scan_split(name, split, dataset, images=False)
+        for finding in scan.findings:
+            err = DataFileError(finding.path, finding.kind, finding.detail)
+            if not (skip_corrupt and finding.kind == "unreadable"):
+                raise err
+            problems.skip(err)
+        histograms[name] = scan.histogram
+    return histograms
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
@@ -85,29 +116,53 @@ def run_training(cfg: DictConfig, run_name: str | None) -> JobResult:
     tracking.check_store(uri)
     experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment)
     dataset = load_dataset(cfg)
+    skip_corrupt = bool(cfg.dataset.skip_corrupt)
+    problems = FileProblems()
+    histograms = class_histograms(dataset, skip_corrupt, problems)
 
     tags = tracking.run_tags(dataset.name, output_dir)
     with tracking.run(experiment_id, cfg.tracking.run_name or run_name, tags) as active:
         tracking.log_config(OmegaConf.to_container(cfg, resolve=True))
+        tracking.log_dataset(dataset, dataset_digest(dataset), histograms)
+        tracking.log_figure(
+            plots.class_histogram(dataset.class_names, histograms, dataset.colormap),
+            "data/class_histogram.png",
+        )
         keras.utils.set_random_seed(cfg.trainer.seed)
-        size, batch, seed = cfg.image_size, cfg.trainer.batch_size, cfg.trainer.seed
-        train_data = make_dataset(dataset.split("train"), size, batch, training=True, seed=seed)
-        val_data = make_dataset(dataset.split("val"), size, batch, training=False, seed=seed)
+        augment = AugmentOptions.from_config(OmegaConf.to_container(cfg.augment, resolve=True))
+        common = dict(
+            dataset=dataset,
+            image_size=cfg.image_size,
+            batch_size=cfg.trainer.batch_size,
+            seed=cfg.trainer.seed,
+            skip_corrupt=skip_corrupt,
+            problems=problems,
+        )
+        train_data = make_dataset(dataset.split("train"), training=True, augment=augment, **common)
+        val_data = make_dataset(dataset.split("val"), training=False, **common)
 
         model = build_model(cfg, dataset.num_classes)
         tracking.log_model_size(model)
         compile_model(model, instantiate(cfg.optimizer), dataset.num_classes, dataset.ignore_index)
-        result = fit(
-            model,
-            train_data,
-            val_data,
-            epochs=cfg.trainer.epochs,
-            checkpoint_dir=Path(cfg.trainer.checkpoint_dir),
-            callbacks=[tracking.EpochLogger()],
-            verbose=cfg.trainer.verbose,
-        )
-
-        log_figures(model, val_data, dataset, result.history, cfg.tracking.num_prediction_samples)
+        try:
+            result = fit(
+                model,
+                train_data,
+                val_data,
+                epochs=cfg.trainer.epochs,
+                checkpoint_dir=Path(cfg.trainer.checkpoint_dir),
+                callbacks=[tracking.EpochLogger()],
+                verbose=cfg.trainer.verbose,
+            )
+            log_figures(
+                model, val_data, dataset, result.history, cfg.tracking.num_prediction_samples
+            )
+        except tf.errors.OpError:
+            if problems.fatal is not None:  # a data file broke the input pipeline: name it
+                raise problems.fatal from None
+            raise
+        finally:
+            tracking.log_skipped_files(problems.skipped)
         tracking.log_files(result.best_checkpoint, output_dir / ".hydra")
         if cfg.tracking.log_model:
             tracking.log_keras_model(

@@ -75,3 +75,28 @@ def prediction_figure(
         fontsize="small",
     )
     return figure
+
+
+def class_histogram(
+    class_names: Sequence[str], histograms: Mapping[str, np.ndarray], colormap: np.ndarray
+) -> Figure:
+    """Horizontal bars of each class's share of labelled pixels, one bar per split."""
+    figure = Figure(figsize=(7, 1.2 + 0.32 * len(class_names) * max(1, len(histograms))))
+    ax = figure.subplots()
+    ids = np.arange(len(class_names))
+    height = 0.8 / max(1, len(histograms))
+    for k, (split, counts) in enumerate(histograms.items()):
+        share = 100.0 * counts / max(int(counts.sum()), 1)
+        bars = ax.barh(ids + k * height, share, height=height, label=split, alpha=1.0 - 0.4 * k)
+        for bar, color in zip(bars, colormap / 255.0, strict=True):
+            bar.set_edgecolor(color)
+            bar.set_linewidth(2)
+    ax.set_yticks(
+        ids + height * (len(histograms) - 1) / 2, [f"{i} {n}" for i, n in enumerate(class_names)]
+    )
+    ax.invert_yaxis()
+    ax.set_xlabel("% of labelled pixels")
+    ax.set_title("class histogram")
+    ax.legend(loc="lower right")
+    figure.set_layout_engine("constrained")
+    return figure

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 import segexp
+from segexp.data.dataset import SegmentationDataset
 from segexp.errors import SegexpError
 
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value's length
@@ -220,3 +221,36 @@ def log_keras_model(model: keras.Model, num_classes: int, metadata: Mapping[str,
         pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
         metadata=dict(metadata),
     )
+
+
+def log_dataset(
+    dataset: SegmentationDataset, digest: str, histograms: Mapping[str, np.ndarray]
+) -> None:
+    """Record the data as MLflow dataset inputs (one per split, sharing the digest) and the
+    per-class pixel histogram as data/class_histogram.json."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    source = LocalArtifactDatasetSource(str(dataset.root))
+    for split_name, split in dataset.splits.items():
+        mlflow.log_input(
+            MetaDataset(source=source, name=f"{dataset.name}-{split_name}", digest=digest),
+            context=split_name,
+            tags={"images": str(len(split))},
+        )
+    mlflow.log_dict(
+        {
+            "digest": digest,
+            "class_names": list(dataset.class_names),
+            "pixels": {name: [int(v) for v in counts] for name, counts in histograms.items()},
+        },
+        "data/class_histogram.json",
+    )
+
+
+def log_skipped_files(skipped: Mapping[Path, str]) -> None:
+    """Count of corrupt files skipped (dataset.skip_corrupt), and their list when there are any."""
+    mlflow.log_metric("data/skipped_files", len(skipped))
+    if skipped:
+        lines = [f"{path}: {reason}" for path, reason in sorted(skipped.items())]
+        mlflow.log_text("\n".join(lines) + "\n", "data/skipped_files.txt")

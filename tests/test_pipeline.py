@@ -1,12 +1,25 @@
-"""tf.data pipeline: content-based decoding, nearest-neighbour masks, per-epoch seeded shuffle."""
+"""tf.data pipeline: decoding by content, valid labels, seeded shuffles, bad files."""
 
 import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from segexp.data.dataset import Split
-from segexp.data.pipeline import make_dataset, resize_pair
+from segexp.data.augment import AugmentOptions
+from segexp.data.dataset import SegmentationDataset, Split
+from segexp.data.files import DataFileError
+from segexp.data.palettes import bit_palette
+from segexp.data.pipeline import FileProblems, make_dataset
+
+
+def _labels(num_classes=8, flip_pairs=()):
+    return SegmentationDataset(
+        name="test",
+        splits={},
+        class_names=tuple(f"c{i}" for i in range(num_classes)),
+        colormap=bit_palette(num_classes),
+        flip_pairs=flip_pairs,
+    )
 
 
 def _write_pairs(folder, count, rng, labels=(0, 3, 7, 255), image_ext=".png"):
@@ -24,20 +37,6 @@ def _write_pairs(folder, count, rng, labels=(0, 3, 7, 255), image_ext=".png"):
     return Split(images=tuple(images), masks=tuple(masks))
 
 
-@pytest.mark.parametrize("size", [32, 64, 96])
-def test_nearest_resize_only_produces_input_labels(size):
-    rng = np.random.default_rng(size)
-    mask = rng.choice(np.array([0, 3, 7, 255], np.uint8), size=(37, 53, 1))
-    image = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
-    resized_image, resized_mask = resize_pair(tf.constant(image), tf.constant(mask), size)
-    assert resized_image.shape == (size, size, 3) and resized_image.dtype == tf.float32
-    assert resized_mask.shape == (size, size) and resized_mask.dtype == tf.int32
-    assert set(np.unique(resized_mask.numpy())) <= {0, 3, 7, 255}
-    # Nearest neighbour sampled at pixel centres, as OpenCV's exact nearest computes it.
-    expected = cv2.resize(mask[..., 0], (size, size), interpolation=cv2.INTER_NEAREST_EXACT)
-    np.testing.assert_array_equal(resized_mask.numpy(), expected)
-
-
 def test_pipeline_batches_decode_by_content_and_keep_labels(tmp_path):
     rng = np.random.default_rng(0)
     split = _write_pairs(tmp_path / "png", 5, rng)
@@ -49,7 +48,7 @@ def test_pipeline_batches_decode_by_content_and_keep_labels(tmp_path):
         images=split.images + (renamed,) + jpeg_split.images[1:],
         masks=split.masks + jpeg_split.masks,
     )
-    batches = list(make_dataset(mixed, 32, 3, training=False, seed=0))
+    batches = list(make_dataset(mixed, _labels(), 32, 3, training=False, seed=0))
     assert [b[0].shape[0] for b in batches] == [3, 3, 1]  # evaluation keeps the partial batch
     labels = np.concatenate([b[1].numpy().ravel() for b in batches])
     assert set(np.unique(labels)) <= {0, 3, 7, 255}
@@ -57,26 +56,60 @@ def test_pipeline_batches_decode_by_content_and_keep_labels(tmp_path):
     assert images.dtype == np.float32 and images.min() >= 0 and images.max() <= 255
 
 
-def test_training_order_is_reshuffled_each_epoch_and_reproducible(tmp_path):
-    rng = np.random.default_rng(1)
-    split = _write_pairs(tmp_path, 12, rng, labels=(0, 1))
+def _order(dataset):
+    """Each sample's mean image value, to read the order back."""
+    return [round(float(v), 3) for b in dataset for v in tf.reduce_mean(b[0], axis=[1, 2, 3])]
 
-    # Tag each sample by its mean image value to read the order back.
-    def order(dataset):
-        return [round(float(v), 3) for b in dataset for v in tf.reduce_mean(b[0], axis=[1, 2, 3])]
 
-    data = make_dataset(split, 32, 4, training=True, seed=7)
-    epoch1, epoch2 = order(data), order(data)
-    assert len(epoch1) == 12 and sorted(epoch1) == sorted(epoch2)
-    assert epoch1 != epoch2, "the training set must be reshuffled every epoch"
-    again = make_dataset(split, 32, 4, training=True, seed=7)
-    assert order(again) == epoch1, "the same seed must give the same order"
-    assert order(make_dataset(split, 32, 4, training=True, seed=8)) != epoch1
-    evaluation = make_dataset(split, 32, 4, training=False, seed=7)
-    assert order(evaluation) == order(evaluation), "evaluation keeps file order"
+@pytest.mark.parametrize("augment", [None, AugmentOptions(name="standard")])
+def test_training_order_is_reshuffled_each_epoch_and_reproducible(tmp_path, augment):
+    split = _write_pairs(tmp_path, 12, np.random.default_rng(1), labels=(0, 1))
+    labels = _labels()
+
+    def build(seed):
+        return make_dataset(split, labels, 32, 4, training=True, seed=seed, augment=augment)
+
+    data = build(7)
+    epoch1, epoch2 = _order(data), _order(data)
+    assert len(epoch1) == 12 and epoch1 != epoch2, "a new order (and draw) every epoch"
+    assert _order(build(7)) == epoch1, "the same seed must give the same epochs"
+    assert _order(build(8)) != epoch1
+    evaluation = make_dataset(split, labels, 32, 4, training=False, seed=7, augment=augment)
+    assert _order(evaluation) == _order(evaluation), "evaluation is neither shuffled nor augmented"
 
 
 def test_training_drops_the_partial_last_batch(tmp_path):
     split = _write_pairs(tmp_path, 7, np.random.default_rng(2))
-    sizes = [b[0].shape[0] for b in make_dataset(split, 32, 3, training=True, seed=0)]
-    assert sizes == [3, 3]
+    batches = make_dataset(split, _labels(), 32, 3, training=True, seed=0)
+    assert [b[0].shape[0] for b in batches] == [3, 3]
+
+
+def test_a_corrupt_file_stops_the_pipeline_and_is_named(tmp_path):
+    split = _write_pairs(tmp_path, 4, np.random.default_rng(3))
+    split.images[2].write_bytes(b"truncated")
+    problems = FileProblems()
+    data = make_dataset(split, _labels(), 32, 2, training=False, seed=0, problems=problems)
+    with pytest.raises(tf.errors.OpError):
+        list(data)
+    assert isinstance(problems.fatal, DataFileError) and problems.fatal.path == split.images[2]
+
+
+def test_skip_corrupt_drops_the_file_and_counts_it(tmp_path):
+    split = _write_pairs(tmp_path, 5, np.random.default_rng(4))
+    split.masks[1].write_bytes(b"\x89PNG broken")
+    problems = FileProblems()
+    data = make_dataset(
+        split, _labels(), 32, 2, training=False, seed=0, skip_corrupt=True, problems=problems
+    )
+    assert sum(b[0].shape[0] for b in data) == 4
+    assert list(problems.skipped) == [split.masks[1]] and problems.fatal is None
+
+
+def test_a_label_outside_the_classes_is_named_with_its_value(tmp_path):
+    split = _write_pairs(tmp_path, 3, np.random.default_rng(5), labels=(0, 1, 7))
+    problems = FileProblems()
+    data = make_dataset(split, _labels(num_classes=5), 32, 3, training=False, seed=0,
+                        skip_corrupt=True, problems=problems)  # fmt: skip
+    with pytest.raises(tf.errors.OpError):
+        list(data)
+    assert problems.fatal.kind == "bad_label" and "7" in problems.fatal.detail

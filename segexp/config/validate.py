@@ -15,6 +15,10 @@ _MISSING = object()
 def _get(cfg: DictConfig, key: str) -> Any:
     value = OmegaConf.select(cfg, key, default=_MISSING)
     if value is _MISSING:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if isinstance(node, DictConfig) and leaf in node and OmegaConf.is_missing(node, leaf):
+            raise ConfigError(f"{key} is required: set it on the command line, e.g. {key}=VALUE")
         raise ConfigError(f"{key} is missing from the config")
     return value
 
@@ -39,7 +43,12 @@ class _Checker:
         self.problems.append(f"{key}={shown!r} is not allowed: {allowed}")
 
     def check(self, key: str, ok: Callable[[Any], bool], allowed: str) -> Any:
-        value = _get(self.cfg, key)
+        """The value at `key` if it passes `ok`; a problem is recorded otherwise (value None)."""
+        try:
+            value = _get(self.cfg, key)
+        except ConfigError as err:  # required (???) or absent
+            self.problems.append(str(err))
+            return None
         if not ok(value):
             self.fail(key, value, allowed)
         return value
@@ -75,6 +84,9 @@ def validate_config(cfg: DictConfig) -> None:
     if _is_int(ignore) and _is_int(num_classes) and 0 <= ignore < num_classes:
         c.fail("dataset.ignore_index", ignore, f"must not be a class id (0..{num_classes - 1})")
 
+    _check_dataset(c, num_classes)
+    _check_augment(c)
+
     c.check(
         "aspp.rates",
         lambda v: isinstance(v, ListConfig) and len(v) > 0 and all(_is_int(r) and r > 0 for r in v),
@@ -94,6 +106,73 @@ def validate_config(cfg: DictConfig) -> None:
 
     if c.problems:
         raise ConfigError("\n".join(c.problems))
+
+
+def _optional_count(value: object) -> bool:
+    return value is None or (_is_int(value) and value > 0)
+
+
+def _check_dataset(c: _Checker, num_classes: object) -> None:
+    name = _get(c.cfg, "dataset.name")
+    if name != "synthetic":
+        c.check(
+            "dataset.root",
+            lambda v: isinstance(v, str) and v.strip() != "",
+            f"must be the folder of the {name} dataset",
+        )
+        c.check("dataset.max_train", _optional_count, "must be null (all) or a positive integer")
+        c.check("dataset.max_val", _optional_count, "must be null (all) or a positive integer")
+    if name == "cihp":
+        folder = c.check(
+            "dataset.val_folder",
+            lambda v: v in ("Validation", "Training"),
+            "must be Validation (official val split) or Training (keras.io example)",
+        )
+        if folder == "Training" and _get(c.cfg, "dataset.max_train") is None:
+            c.fail(
+                "dataset.max_train",
+                None,
+                "must be set when dataset.val_folder=Training: val takes the files after it",
+            )
+    c.check("dataset.skip_corrupt", lambda v: isinstance(v, bool), "must be true or false")
+    if not (_is_int(num_classes) and num_classes >= 2):
+        return
+    c.check(
+        "dataset.flip_pairs",
+        lambda v: (
+            isinstance(v, ListConfig)
+            and all(
+                isinstance(p, ListConfig)
+                and len(p) == 2
+                and all(_is_int(i) and 0 <= i < num_classes for i in p)
+                and p[0] != p[1]
+                for p in v
+            )
+            and len({i for p in v for i in p}) == 2 * len(v)
+        ),
+        f"must be a list of [left, right] pairs of distinct class ids in 0..{num_classes - 1}, "
+        "each id in one pair at most, e.g. [[14, 15]]",
+    )
+
+
+def _check_augment(c: _Checker) -> None:
+    name = c.check("augment.name", lambda v: v in ("none", "standard"), "must be none or standard")
+    if name != "standard":
+        return
+    c.check(
+        "augment.scale",
+        lambda v: (
+            isinstance(v, ListConfig)
+            and len(v) == 2
+            and all(_is_number(x) and x > 0 for x in v)
+            and v[0] <= v[1]
+        ),
+        "must be [min, max] with 0 < min <= max, e.g. [0.5, 2.0]",
+    )
+    c.check("augment.flip", lambda v: _is_number(v) and 0 <= v <= 1, "must be in [0, 1]")
+    for key in ("brightness", "contrast", "saturation"):
+        c.check(f"augment.{key}", lambda v: _is_number(v) and 0 <= v < 1, "must be in [0, 1)")
+    c.check("augment.hue", lambda v: _is_number(v) and 0 <= v <= 0.5, "must be in [0, 0.5]")
 
 
 def _check_backbone_and_size(c: _Checker) -> None:

@@ -8,10 +8,17 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Split:
-    """Paired image and mask files of one split, in a fixed order."""
+    """Paired image and mask files of one split, in a fixed order, plus what could not be paired.
+
+    `unmatched_images` / `unmatched_masks`: files found without a partner of the same stem;
+    `missing`: files a split list names that do not exist. Checks report them; training refuses.
+    """
 
     images: tuple[Path, ...]
     masks: tuple[Path, ...]
+    unmatched_images: tuple[Path, ...] = ()
+    unmatched_masks: tuple[Path, ...] = ()
+    missing: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.masks):
@@ -30,6 +37,8 @@ class SegmentationDataset:
     class_names: tuple[str, ...]
     colormap: np.ndarray = field(repr=False)  # (num_classes, 3) uint8
     ignore_index: int = 255
+    root: Path | None = None  # top folder of the files, for digests and messages
+    flip_pairs: tuple[tuple[int, int], ...] = ()  # class ids a horizontal flip swaps (left/right)
 
     @property
     def num_classes(self) -> int:

@@ -10,8 +10,6 @@ CIHP_PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 255, 255), (85, 255, 170), (170, 255, 85), (255, 255, 0), (255, 170, 0),
 )  # fmt: skip
 
-NAMED_PALETTES = {"cihp": CIHP_PALETTE}
-
 
 def bit_palette(num_classes: int) -> np.ndarray:
     """Pascal VOC's bit-interleaved palette: distinct colors for any number of classes."""
@@ -24,6 +22,12 @@ def bit_palette(num_classes: int) -> np.ndarray:
             value >>= 3
             shift -= 1
     return colors
+
+
+NAMED_PALETTES = {
+    "cihp": CIHP_PALETTE,
+    "voc": tuple(tuple(int(v) for v in color) for color in bit_palette(21)),
+}
 
 
 def resolve_colormap(colormap: object, num_classes: int) -> np.ndarray:

@@ -2,13 +2,21 @@
 
 from collections.abc import Callable
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from segexp.data.cihp import load_cihp
 from segexp.data.dataset import SegmentationDataset
+from segexp.data.folder import load_folder
 from segexp.data.synthetic import load_synthetic
+from segexp.data.voc import load_voc
 from segexp.errors import ConfigError
 
-LOADERS: dict[str, Callable[..., SegmentationDataset]] = {
+
+def _plain(value: object) -> object:
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+LOADERS: dict[str, Callable[[DictConfig], SegmentationDataset]] = {
     "synthetic": lambda cfg: load_synthetic(
         root=cfg.root,
         num_train=cfg.num_train,
@@ -17,8 +25,38 @@ LOADERS: dict[str, Callable[..., SegmentationDataset]] = {
         max_size=cfg.max_size,
         seed=cfg.seed,
         class_names=list(cfg.class_names),
-        colormap=cfg.colormap,
+        colormap=_plain(cfg.colormap),
         ignore_index=cfg.ignore_index,
+        flip_pairs=_plain(cfg.flip_pairs),
+    ),
+    "cihp": lambda cfg: load_cihp(
+        root=cfg.root,
+        max_train=cfg.max_train,
+        max_val=cfg.max_val,
+        val_folder=cfg.val_folder,
+        class_names=list(cfg.class_names),
+        colormap=_plain(cfg.colormap),
+        ignore_index=cfg.ignore_index,
+        flip_pairs=_plain(cfg.flip_pairs),
+    ),
+    "folder": lambda cfg: load_folder(
+        root=cfg.root,
+        num_classes=cfg.num_classes,
+        class_names=_plain(cfg.class_names),
+        colormap=_plain(cfg.colormap),
+        ignore_index=cfg.ignore_index,
+        flip_pairs=_plain(cfg.flip_pairs),
+        max_train=cfg.max_train,
+        max_val=cfg.max_val,
+    ),
+    "voc": lambda cfg: load_voc(
+        root=cfg.root,
+        class_names=list(cfg.class_names),
+        colormap=_plain(cfg.colormap),
+        ignore_index=cfg.ignore_index,
+        flip_pairs=_plain(cfg.flip_pairs),
+        max_train=cfg.max_train,
+        max_val=cfg.max_val,
     ),
 }
 

@@ -301,6 +301,7 @@ def load_synthetic(
     class_names: Sequence[str],
     colormap: object,
     ignore_index: int,
+    flip_pairs: Sequence[Sequence[int]] = (),
 ) -> SegmentationDataset:
     """Return the embedded dataset, generating its files on first use."""
     if len(class_names) != NUM_CLASSES:
@@ -322,4 +323,6 @@ def load_synthetic(
         class_names=tuple(class_names),
         colormap=resolve_colormap(colormap, NUM_CLASSES),
         ignore_index=ignore_index,
+        root=folder,
+        flip_pairs=tuple((int(a), int(b)) for a, b in flip_pairs),
     )
