@@ -21,11 +21,46 @@ def test_train_yaml_has_the_required_groups():
     )
 
 
+# What an option needs from the command line to be complete (its required ??? keys).
+REQUIRED = {
+    "cihp": ["dataset.root=/data/cihp"],
+    "voc": ["dataset.root=/data/voc"],
+    "folder": ["dataset.root=/data/mine", "dataset.num_classes=2"],
+    "keras_io_cihp": ["dataset.root=/data/cihp"],
+}
+
+
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS)
 def test_every_option_of_every_group_composes_and_validates(compose_train, group, option):
-    cfg = compose_train(f"{group}={option}")
+    cfg = compose_train(f"{group}={option}", *REQUIRED.get(option, []))
     validate_config(cfg)
-    assert cfg[group] is not None
+    if group == "experiment":  # a preset merges into the root (# @package _global_)
+        assert cfg.task_name == option
+    else:
+        assert cfg[group] is not None
+
+
+@pytest.mark.parametrize("option", ["cihp", "voc", "folder"])
+def test_datasets_on_disk_require_a_root(compose_train, option):
+    with pytest.raises(ConfigError, match="dataset.root is required") as caught:
+        validate_config(compose_train(f"dataset={option}"))
+    if option == "folder":
+        assert "dataset.num_classes is required" in str(caught.value)
+
+
+def test_keras_io_experiment_sets_the_reference_hyperparameters(compose_train):
+    cfg = compose_train("experiment=keras_io_cihp", "dataset.root=/data/cihp")
+    assert cfg.dataset.name == "cihp" and cfg.backbone.name == "resnet50"
+    assert (cfg.image_size, cfg.trainer.batch_size, cfg.trainer.epochs) == (512, 4, 25)
+    assert cfg.optimizer._target_ == "keras.optimizers.Adam"
+    assert cfg.optimizer.learning_rate == pytest.approx(1e-3)
+    assert (cfg.dataset.val_folder, cfg.dataset.max_train, cfg.dataset.max_val) == (
+        "Training",
+        1000,
+        50,
+    )
+    assert cfg.backbone.weights == "imagenet" and cfg.augment.name == "none"
+    assert list(cfg.aspp.rates) == [6, 12, 18] and cfg.aspp.filters == 256
 
 
 def test_every_config_key_has_a_comment():
@@ -95,6 +130,11 @@ BAD_OVERRIDES = [
     ("aspp.filters=0", "aspp.filters=0", "positive integer"),
     ("trainer.verbose=3", "trainer.verbose=3", "auto, 0, 1 or 2"),
     ("aspp.dropout=1.5", "aspp.dropout=1.5", "[0, 1)"),
+    ("dataset.flip_pairs=[[14,14]]", "dataset.flip_pairs=[[14, 14]]", "distinct class ids"),
+    ("dataset.flip_pairs=[[14,20]]", "dataset.flip_pairs=[[14, 20]]", "0..19"),
+    ("dataset.skip_corrupt=maybe", "dataset.skip_corrupt='maybe'", "true or false"),
+    ("augment=standard augment.scale=[2,1]", "augment.scale=[2, 1]", "0 < min <= max"),
+    ("augment=standard augment.flip=2", "augment.flip=2", "[0, 1]"),
     (
         "backbone.weights=/no/such/file.h5",
         "backbone.weights='/no/such/file.h5'",
@@ -106,7 +146,7 @@ BAD_OVERRIDES = [
 @pytest.mark.parametrize(("override", "shown", "rule"), BAD_OVERRIDES)
 def test_bad_values_are_rejected_naming_key_value_and_rule(compose_train, override, shown, rule):
     with pytest.raises(ConfigError) as caught:
-        validate_config(compose_train(override))
+        validate_config(compose_train(*override.split()))
     message = str(caught.value)
     assert len(message.splitlines()) == 1, message
     assert shown in message

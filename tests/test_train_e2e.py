@@ -115,7 +115,7 @@ def test_summary_reports_run_id_best_score_and_ui_command(logged, tiny_run):
 
 
 @pytest.mark.slow
-def test_a_run_that_fails_midway_ends_failed(tmp_path, tiny_run):
+def test_a_corrupt_image_fails_the_run_naming_the_file(tmp_path, tiny_run):
     import shutil
 
     data = tmp_path / "data"
@@ -132,6 +132,27 @@ def test_a_run_that_fails_midway_ends_failed(tmp_path, tiny_run):
         cwd=tmp_path,
     )
     assert done.returncode != 0
+    assert f"error: {broken}: not an image file" in done.stderr, done.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("broken").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+    assert not list((tmp_path / "out").rglob("*.keras")), "no checkpoint from a failed epoch"
+
+
+def test_run_records_the_dataset_inputs_and_class_histogram(logged, tiny_run):
+    client, run = logged
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"synthetic-train", "synthetic-val"}
+    digests = {i.dataset.digest for i in inputs.values()}
+    assert len(digests) == 1 and len(digests.pop()) == 16
+    contexts = {t.value for i in inputs.values() for t in i.tags if t.key == "mlflow.data.context"}
+    assert contexts == {"train", "val"}
+    artifacts = _artifacts(client, run.info.run_id, "data")
+    assert {"data/class_histogram.json", "data/class_histogram.png"} <= set(artifacts)
+    histogram = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/data/class_histogram.json")
+    masks = sorted((tiny_run.workdir / "data").glob("synthetic/*/train/masks/*.png"))
+    from PIL import Image
+
+    pixels = np.concatenate([np.asarray(Image.open(p)).ravel() for p in masks])
+    assert histogram["pixels"]["train"] == [int((pixels == c).sum()) for c in range(20)]
+    assert run.data.metrics["data/skipped_files"] == 0

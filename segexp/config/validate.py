@@ -17,7 +17,9 @@ def _get(cfg: DictConfig, key: str) -> Any:
     if value is _MISSING:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
-        if isinstance(node, DictConfig) and leaf in node and OmegaConf.is_missing(node, leaf):
+        # `leaf in node` is False for a ??? value, so look at the keys themselves.
+        keys = node.keys() if isinstance(node, DictConfig) else ()
+        if leaf in keys and OmegaConf.is_missing(node, leaf):
             raise ConfigError(f"{key} is required: set it on the command line, e.g. {key}=VALUE")
         raise ConfigError(f"{key} is missing from the config")
     return value
