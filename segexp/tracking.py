@@ -231,7 +231,7 @@ def log_dataset(
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
 
-    source = LocalArtifactDatasetSource(str(dataset.root))
+    source = LocalArtifactDatasetSource(str(Path(dataset.root or ".").resolve()))
     for split_name, split in dataset.splits.items():
         mlflow.log_input(
             MetaDataset(source=source, name=f"{dataset.name}-{split_name}", digest=digest),
