@@ -13,8 +13,8 @@ import hydra
 from omegaconf import DictConfig
 
 from segexp import plots
+from segexp.cli import error_lines, run_app
 from segexp.config import CONFIG_DIR, validate_config
-from segexp.config.overrides import check_group_choices
 from segexp.data.checks import KINDS, Finding, SplitScan, layout_findings, scan_split
 from segexp.data.dataset import SegmentationDataset
 from segexp.data.registry import build_dataset
@@ -105,17 +105,13 @@ def main(cfg: DictConfig) -> None:
         validate_config(cfg)
         status = check_dataset(cfg, Path(HydraConfig.get().runtime.output_dir))
     except SegexpError as err:
-        raise SystemExit("\n".join(f"error: {line}" for line in str(err).splitlines())) from None
+        raise SystemExit(error_lines(err)) from None
     sys.exit(status)
 
 
 def cli() -> None:
     """Console entry: reject unknown group options in one line, then hand over to Hydra."""
-    try:
-        check_group_choices(sys.argv[1:], CONFIG_DIR)
-    except SegexpError as err:
-        raise SystemExit(f"error: {err}") from None
-    main()
+    run_app(main)
 
 
 if __name__ == "__main__":

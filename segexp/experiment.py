@@ -21,8 +21,9 @@ from segexp.data.files import DataFileError
 from segexp.data.pipeline import FileProblems, make_dataset
 from segexp.data.registry import build_dataset
 from segexp.errors import SegexpError
+from segexp.evaluation import Evaluator
 from segexp.models.deeplabv3plus import build_deeplabv3plus
-from segexp.trainer import TrainResult, compile_model, fit
+from segexp.trainer import TrainResult, Validation, compile_model, fit
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,18 @@ def run_training(cfg: DictConfig, run_name: str | None) -> JobResult:
             problems=problems,
         )
         train_data = make_dataset(dataset.split("train"), training=True, augment=augment, **common)
-        val_data = make_dataset(dataset.split("val"), training=False, **common)
+        val_data = make_dataset(dataset.split("val"), training=False, **common)  # for figures
+        validation = Validation(
+            Evaluator(
+                dataset.split("val"),
+                dataset,
+                batch_size=cfg.trainer.batch_size,
+                skip_corrupt=skip_corrupt,
+                problems=problems,
+            ),
+            input_size=cfg.image_size,
+            size_multiple=cfg.backbone.output_stride,
+        )
 
         model = build_model(cfg, dataset.num_classes)
         tracking.log_model_size(model)
@@ -148,10 +160,10 @@ def run_training(cfg: DictConfig, run_name: str | None) -> JobResult:
             result = fit(
                 model,
                 train_data,
-                val_data,
+                validation,
                 epochs=cfg.trainer.epochs,
                 checkpoint_dir=Path(cfg.trainer.checkpoint_dir),
-                callbacks=[tracking.EpochLogger()],
+                callbacks=[tracking.EpochLogger(extra=lambda: validation.class_metrics)],
                 verbose=cfg.trainer.verbose,
             )
             log_figures(
@@ -164,16 +176,20 @@ def run_training(cfg: DictConfig, run_name: str | None) -> JobResult:
         finally:
             tracking.log_skipped_files(problems.skipped)
         tracking.log_files(result.best_checkpoint, output_dir / ".hydra")
+        tracking.log_resolved_config(OmegaConf.to_container(cfg, resolve=True))
         if cfg.tracking.log_model:
-            tracking.log_keras_model(
-                model,
-                dataset.num_classes,
-                metadata={
+            tracking.log_segmentation_model(
+                result.last_checkpoint,
+                {
+                    "image_size": cfg.image_size,
+                    "output_stride": cfg.backbone.output_stride,
+                    "num_classes": dataset.num_classes,
                     "class_names": list(dataset.class_names),
                     "colormap": dataset.colormap.tolist(),
                     "ignore_index": dataset.ignore_index,
-                    "input": "RGB float32 0..255; height and width multiples of "
-                    f"{cfg.backbone.output_stride}",
+                    "flip_pairs": [list(p) for p in dataset.flip_pairs],
+                    "dataset": dataset.name,
+                    "input": "uint8 RGB (N, H, W, 3), any height and width",
                 },
             )
         return JobResult(run_id=active.info.run_id, tracking_uri=uri, train=result)

@@ -9,23 +9,50 @@ import numpy as np
 from keras import ops
 
 
-def confusion_scores(confusion: np.ndarray) -> dict[str, float | np.ndarray]:
-    """Pixel accuracy, per-class IoU and mean IoU from a (label, prediction) count matrix.
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """(label, prediction) pixel counts, skipping labels outside [0, num_classes) (ignore)."""
+    labels = np.asarray(labels).ravel().astype(np.int64)
+    predicted = np.asarray(predicted).ravel().astype(np.int64)
+    valid = (labels >= 0) & (labels < num_classes)
+    index = labels[valid] * num_classes + predicted[valid]
+    counts = np.bincount(index, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
 
-    A class that appears in neither labels nor predictions has IoU NaN and is left out of the
-    mean, as mmsegmentation does.
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / np.maximum(denominator, 1e-300), np.nan)
+
+
+def _mean(values: np.ndarray) -> float:
+    present = ~np.isnan(values)
+    return float(values[present].mean()) if present.any() else float("nan")
+
+
+def confusion_scores(confusion: np.ndarray) -> dict[str, float | np.ndarray]:
+    """Every score segexp reports, from one (label, prediction) count matrix.
+
+    Overall pixel accuracy; per-class IoU, accuracy (recall) and Dice with their means. A class
+    absent from both labels and predictions has IoU and Dice NaN (n/a); a class absent from the
+    labels has accuracy NaN. NaNs are left out of the means, as mmsegmentation does.
     """
     confusion = np.asarray(confusion, dtype=np.float64)
     true_positive = np.diag(confusion)
-    union = confusion.sum(axis=0) + confusion.sum(axis=1) - true_positive
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, true_positive / union, np.nan)
+    labelled = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    union = labelled + predicted - true_positive
+    iou = _ratio(true_positive, union)
+    accuracy = _ratio(true_positive, labelled)
+    dice = _ratio(2 * true_positive, labelled + predicted)
     total = confusion.sum()
-    present = ~np.isnan(iou)
     return {
         "pixel_accuracy": float(true_positive.sum() / total) if total else float("nan"),
-        "mean_iou": float(iou[present].mean()) if present.any() else float("nan"),
+        "mean_iou": _mean(iou),
+        "mean_accuracy": _mean(accuracy),
+        "mean_dice": _mean(dice),
         "iou": iou,
+        "accuracy": accuracy,
+        "dice": dice,
     }
 
 

@@ -43,15 +43,31 @@ def learning_curves(history: Mapping[str, Sequence[float]]) -> Figure:
     return figure
 
 
+def _legend(figure: Figure, maps: Sequence[np.ndarray], colormap: np.ndarray, names: Sequence[str]):
+    """A legend below the figure of the classes that occur in `maps`."""
+    shown = np.unique(np.concatenate([np.unique(m) for m in maps]))
+    handles = [
+        Patch(color=colormap[c] / 255.0, label=names[c]) for c in shown if 0 <= c < len(names)
+    ]
+    figure.legend(
+        handles=handles, loc="outside lower center", ncol=min(5, max(1, len(handles))),
+        fontsize="small",
+    )  # fmt: skip
+
+
 def prediction_figure(
-    images: np.ndarray,
-    labels: np.ndarray,
-    predictions: np.ndarray,
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    predictions: Sequence[np.ndarray],
     colormap: np.ndarray,
     class_names: Sequence[str],
     ignore_index: int = 255,
+    row_titles: Sequence[str] | None = None,
 ) -> Figure:
-    """Rows of (image, ground truth overlay, prediction overlay); legend of the classes shown."""
+    """Rows of (image, ground truth overlay, prediction overlay); legend of the classes shown.
+
+    Rows may differ in size; `row_titles` label each row (e.g. file name and IoU).
+    """
     rows = len(images)
     figure = Figure(figsize=(9, 3 * rows + 0.8), layout="constrained")
     axes = figure.subplots(rows, 3, squeeze=False)
@@ -63,17 +79,49 @@ def prediction_figure(
         )
         for ax, (title, panel) in zip(axes[row], panels, strict=True):
             ax.imshow(panel)
-            ax.set_title(title if row == 0 else "")
+            ax.set_title(title if row == 0 else "", fontsize="small")
             ax.axis("off")
-    shown = np.union1d(np.unique(labels), np.unique(predictions))
-    shown = [int(c) for c in shown if c < len(class_names)]
-    handles = [Patch(color=colormap[c] / 255.0, label=class_names[c]) for c in shown]
-    figure.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncol=min(5, max(1, len(handles))),
-        fontsize="small",
-    )
+        if row_titles:
+            axes[row][0].set_title(row_titles[row], fontsize="small", loc="left")
+    _legend(figure, [*labels, *predictions], colormap, class_names)
+    return figure
+
+
+def overlay_figure(
+    image: np.ndarray, labels: np.ndarray, colormap: np.ndarray, class_names: Sequence[str]
+) -> Figure:
+    """One image with its predicted labels overlaid (0.35 / 0.65) and a legend of the classes."""
+    height, width = labels.shape
+    scale = 6.0 / max(height, width)
+    figure = Figure(figsize=(max(3.0, width * scale), height * scale + 0.9), layout="constrained")
+    ax = figure.subplots()
+    ax.imshow(overlay(image, labels, colormap))
+    ax.axis("off")
+    _legend(figure, [labels], colormap, class_names)
+    return figure
+
+
+def confusion_figure(confusion: np.ndarray, class_names: Sequence[str]) -> Figure:
+    """Row-normalized confusion matrix: each row (true class) sums to 1; empty rows stay 0."""
+    confusion = np.asarray(confusion, np.float64)
+    rows = confusion.sum(axis=1, keepdims=True)
+    normalized = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
+    side = 2.5 + 0.38 * len(class_names)
+    figure = Figure(figsize=(side + 1, side), layout="constrained")
+    ax = figure.subplots()
+    shown = ax.imshow(normalized, vmin=0, vmax=1, cmap="Blues")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=90, fontsize="small")
+    ax.set_yticks(ticks, class_names, fontsize="small")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (rows normalized)")
+    if len(class_names) <= 25:
+        for (i, j), value in np.ndenumerate(normalized):
+            if value >= 0.01:
+                color = "white" if value > 0.5 else "black"
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color=color)
+    figure.colorbar(shown, ax=ax, shrink=0.8)
     return figure
 
 

@@ -3,7 +3,7 @@
 import json
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,14 @@ def log_config(config: Mapping[str, Any]) -> None:
     mlflow.log_params(flatten_params(config))
 
 
+RESOLVED_CONFIG = "config/resolved.yaml"  # artifact that evaluate/predict read a run's data from
+
+
+def log_resolved_config(config: Mapping[str, Any]) -> None:
+    """Attach the resolved config (interpolations filled in) as config/resolved.yaml."""
+    mlflow.log_dict(dict(config), RESOLVED_CONFIG)
+
+
 def git_commit(path: Path = _PACKAGE_DIR) -> str | None:
     """The commit of the git checkout holding segexp's code, if it is one."""
     try:
@@ -174,10 +182,19 @@ def metric_names(logs: Mapping[str, float]) -> dict[str, float]:
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Logs each epoch's metrics and learning rate to the active run in one batch (step=epoch)."""
+    """Logs each epoch's metrics and learning rate to the active run in one batch (step=epoch).
+
+    `extra` returns metrics kept out of the Keras logs (per-class IoUs), already named.
+    """
+
+    def __init__(self, extra: Callable[[], Mapping[str, float]] | None = None) -> None:
+        super().__init__()
+        self.extra = extra
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         metrics = metric_names(logs or {})
+        if self.extra is not None:
+            metrics.update(self.extra())
         metrics.setdefault("lr", float(self.model.optimizer.learning_rate))
         mlflow.log_metrics(metrics, step=epoch + 1)
 
@@ -202,25 +219,41 @@ def log_files(checkpoint: Path, hydra_dir: Path) -> None:
         mlflow.log_artifacts(str(hydra_dir), artifact_path=".hydra")
 
 
-def log_keras_model(model: keras.Model, num_classes: int, metadata: Mapping[str, Any]) -> None:
-    """Log the model as an MLflow model: float32 RGB (N, H, W, 3) in 0..255 -> logits.
+def log_segmentation_model(checkpoint: Path, config: Mapping[str, Any]) -> None:
+    """Log the model as a pyfunc model: uint8 RGB (N, H, W, 3) of any size -> (N, H, W) class ids.
 
-    segexp's code travels with it (code_paths) so its custom layers load anywhere.
+    The Keras checkpoint is its artifact and `config` (image size, stride, class names,
+    colormap, ...) its model config and metadata; segexp's code travels with it (code_paths).
     """
     import tensorflow as tf
 
+    from segexp.serving import KERAS_ARTIFACT, SegmentationModel
+
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3), "image")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, num_classes), "logits")]),
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3), "image")]),
+        outputs=Schema([TensorSpec(np.dtype(np.int32), (-1, -1, -1), "labels")]),
     )
-    mlflow.tensorflow.log_model(
-        model,
+    mlflow.pyfunc.log_model(
         name="model",
+        python_model=SegmentationModel(),
+        artifacts={KERAS_ARTIFACT: str(checkpoint)},
+        model_config=dict(config),
         signature=signature,
         code_paths=[str(_PACKAGE_DIR)],
-        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
-        metadata=dict(metadata),
+        pip_requirements=[
+            f"tensorflow=={tf.__version__}",
+            f"keras=={keras.__version__}",
+            f"mlflow=={mlflow.__version__}",
+            f"pillow=={_version('pillow')}",
+        ],
+        metadata=dict(config),
     )
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def log_dataset(

@@ -7,6 +7,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from segexp.evaluation import Evaluator
+from segexp.inference import Predictor
 from segexp.metrics import SegmentationScores
 
 MONITOR = "val_mean_iou"  # Keras' name of the metric the best checkpoint is chosen by
@@ -39,10 +41,46 @@ def compile_model(
     )
 
 
+class Validation(keras.callbacks.Callback):
+    """Scores the val split with the Evaluator after every epoch (at each image's own size).
+
+    Adds val_loss, val_pixel_accuracy, val_mean_iou, val_mean_accuracy and val_mean_dice to the
+    epoch logs (placed before the checkpoint and logging callbacks, which read the same logs);
+    the per-class IoUs, too many for the progress bar, wait in `class_metrics`.
+    """
+
+    def __init__(self, evaluator: Evaluator, input_size: int, size_multiple: int = 16) -> None:
+        super().__init__()
+        self.evaluator, self.input_size, self.size_multiple = evaluator, input_size, size_multiple
+        self.predictor: Predictor | None = None
+        self.class_metrics: dict[str, float] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.predictor is None:
+            dataset = self.evaluator.dataset
+            self.predictor = Predictor(
+                self.model,
+                self.input_size,
+                dataset.num_classes,
+                size_multiple=self.size_multiple,
+            )
+        result = self.evaluator.evaluate(self.predictor)
+        flat = result.metrics(self.evaluator.dataset.class_names, prefix="val")
+        self.class_metrics = {k: v for k, v in flat.items() if k.startswith("val/iou/")}
+        if logs is not None:
+            logs.update(
+                {
+                    k.replace("val/", "val_", 1): v
+                    for k, v in flat.items()
+                    if k not in self.class_metrics
+                }
+            )
+
+
 def fit(
     model: keras.Model,
     train_data: tf.data.Dataset,
-    val_data: tf.data.Dataset,
+    validation: Validation,
     epochs: int,
     checkpoint_dir: Path,
     callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -59,9 +97,8 @@ def fit(
     ]
     history = model.fit(
         train_data,
-        validation_data=val_data,
         epochs=epochs,
-        callbacks=[*checkpoints, *callbacks],
+        callbacks=[validation, *checkpoints, *callbacks],
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline reshuffles the training files every epoch
     ).history

@@ -207,3 +207,42 @@ def _check_backbone_and_size(c: _Checker) -> None:
             f"must be a multiple of {stride} (the output stride of {name}) and at least "
             f"{spec.min_size}, e.g. {examples}",
         )
+
+
+def validate_inference_config(cfg: DictConfig, keys: tuple[str, ...]) -> None:
+    """Check the keys evaluate/predict/export add to the training config (those present)."""
+    c = _Checker(cfg)
+    nonempty = "must be set"
+    for key in ("model", "input", "output"):
+        if key in keys:
+            c.check(key, lambda v: isinstance(v, str) and v.strip() != "", nonempty)
+    if "split" in keys:
+        c.check("split", lambda v: isinstance(v, str) and v != "", "must name a split, e.g. val")
+    if "worst_images" in keys:
+        c.check("worst_images", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0")
+    if "format" in keys:
+        c.check("format", lambda v: v in ("keras", "saved_model"), "must be keras or saved_model")
+    if "tta" in keys:
+        c.check(
+            "tta.scales",
+            lambda v: (
+                isinstance(v, ListConfig) and len(v) > 0 and all(_is_number(x) and x > 0 for x in v)
+            ),
+            "must be a non-empty list of positive numbers, e.g. [0.75,1.0,1.25]",
+        )
+        c.check("tta.flip", lambda v: isinstance(v, bool), "must be true or false")
+        c.check("tta.mode", lambda v: v in ("whole", "slide"), "must be whole or slide")
+        stride = _get(cfg, "backbone.output_stride")
+        optional_size = f"must be null or a positive multiple of {stride}"
+        crop = c.check(
+            "tta.crop",
+            lambda v: v is None or (_is_int(v) and v > 0 and v % stride == 0),
+            optional_size,
+        )
+        c.check(
+            "tta.stride",
+            lambda v: v is None or (_is_int(v) and v > 0 and (crop is None or v <= crop)),
+            "must be null or a positive integer no larger than tta.crop",
+        )
+    if c.problems:
+        raise ConfigError("\n".join(c.problems))

@@ -1,0 +1,136 @@
+"""`python -m segexp.evaluate model=RUN_ID`: score a model on a split at original resolution.
+
+Prints and saves the per-class table (Markdown and CSV), a normalized confusion matrix and the
+worst-IoU images, and logs them to MLflow: into the training run when `model` is a run id,
+else into a new run tagged with the model it evaluated.
+"""
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from segexp.cli import configure_tensorflow_env, error_lines, overridden, run_app
+from segexp.config import CONFIG_DIR, validate_config
+from segexp.config.validate import validate_inference_config
+from segexp.errors import SegexpError
+
+EVAL_PREFIX = "eval"
+
+
+def _data_config(cfg: DictConfig, loaded: object) -> tuple[DictConfig, int]:
+    """The dataset and image size to use: the training run's, unless the command line sets them.
+
+    `loaded` is a segexp.model_source.LoadedModel (imported late: it imports TensorFlow).
+    """
+    dataset_cfg, image_size = cfg.dataset, cfg.image_size
+    if loaded.train_config and not overridden("dataset"):
+        dataset_cfg = OmegaConf.create(loaded.train_config["dataset"])
+    if "image_size" in loaded.config and not overridden("image_size"):
+        image_size = int(loaded.config["image_size"])
+    return dataset_cfg, image_size
+
+
+def evaluate(cfg: DictConfig) -> float:
+    """Evaluate `cfg.model` on `cfg.split`; return the mean IoU."""
+    validate_config(cfg)
+    validate_inference_config(cfg, ("model", "split", "worst_images", "tta"))
+    configure_tensorflow_env()
+    import mlflow
+
+    from segexp import eval_report, plots, tracking
+    from segexp.data.checks import layout_findings
+    from segexp.data.registry import build_dataset
+    from segexp.evaluation import Evaluator
+    from segexp.inference import Predictor, TTAOptions
+    from segexp.model_source import load_model
+
+    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
+    tracking.check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    loaded = load_model(str(cfg.model))
+    dataset_cfg, image_size = _data_config(cfg, loaded)
+    dataset = build_dataset(dataset_cfg)
+    problems = layout_findings(dataset)
+    if problems:
+        raise SegexpError("\n".join(str(p) for p in problems[:5]))
+    split = dataset.split(cfg.split)
+    classes = int(loaded.keras_model.output_shape[-1])
+    if classes != dataset.num_classes:
+        raise SegexpError(
+            f"model={cfg.model} predicts {classes} classes but dataset {dataset.name} has "
+            f"{dataset.num_classes}"
+        )
+    predictor = Predictor(
+        loaded.keras_model,
+        image_size,
+        dataset.num_classes,
+        dataset.flip_pairs,
+        TTAOptions.from_config(OmegaConf.to_container(cfg.tta, resolve=True)),
+        size_multiple=int(loaded.config.get("output_stride", cfg.backbone.output_stride)),
+    )
+    evaluator = Evaluator(
+        split,
+        dataset,
+        batch_size=cfg.trainer.batch_size,
+        skip_corrupt=bool(dataset_cfg.skip_corrupt),
+        keep_worst=cfg.worst_images,
+    )
+    result = evaluator.evaluate(predictor)
+
+    names = dataset.class_names
+    print(f"{dataset.name} {cfg.split} ({len(split)} images), model {loaded.source}")
+    print(eval_report.as_text(result, names))
+    output = Path(HydraConfig.get().runtime.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "per_class.md").write_text(eval_report.as_markdown(result, names))
+    (output / "per_class.csv").write_text(eval_report.as_csv(result, names))
+    plots.confusion_figure(result.confusion, names).savefig(output / "confusion_matrix.png")
+    if result.worst:
+        plots.prediction_figure(
+            [w.image for w in result.worst],
+            [w.label for w in result.worst],
+            [w.predicted for w in result.worst],
+            dataset.colormap,
+            names,
+            dataset.ignore_index,
+            row_titles=[f"{w.path.name}: mean IoU {w.mean_iou:.3f}" for w in result.worst],
+        ).savefig(output / "worst_images.png", dpi=80)
+
+    metrics = result.metrics(names, prefix=EVAL_PREFIX)
+    into_training_run = loaded.run_id is not None and not str(cfg.model).startswith("models:/")
+    if into_training_run:
+        run = mlflow.start_run(run_id=loaded.run_id)
+    else:
+        experiment = tracking.ensure_experiment(uri, cfg.tracking.experiment)
+        run = mlflow.start_run(
+            experiment_id=experiment,
+            run_name=f"evaluate {cfg.model}",
+            tags={"segexp.evaluated_model": loaded.source, "segexp.task": "evaluate"},
+        )
+    with run:
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(str(output), artifact_path=EVAL_PREFIX)
+        run_id = run.info.run_id
+    where = "the training run" if into_training_run else "a new run"
+    print(f"logged {EVAL_PREFIX}/ metrics and files into {where} {run_id}; files in {output}")
+    return float(result.scores["mean_iou"])
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+def main(cfg: DictConfig) -> float:
+    """Hydra task: evaluate one model; the returned float is the mean IoU."""
+    try:
+        return evaluate(cfg)
+    except SegexpError as err:
+        raise SystemExit(error_lines(err)) from None
+
+
+def cli() -> None:
+    """Console entry."""
+    run_app(main)
+
+
+if __name__ == "__main__":
+    cli()

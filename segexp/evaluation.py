@@ -1,0 +1,123 @@
+"""Score a model on a split at each image's original size, from one confusion matrix.
+
+Training's per-epoch val/ metrics and `python -m segexp.evaluate` both come from `Evaluator`, so
+they agree on the same model and data. Labels are never resized: probabilities are.
+"""
+
+import heapq
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segexp.data.dataset import SegmentationDataset, Split
+from segexp.data.files import CorruptFileError
+from segexp.data.pipeline import FileProblems, PairReader
+from segexp.inference import Predictor
+from segexp.metrics import confusion_matrix, confusion_scores
+
+_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    """One evaluated image kept for a figure: its mean IoU, file, pixels, truth and prediction."""
+
+    mean_iou: float
+    path: Path
+    image: np.ndarray
+    label: np.ndarray
+    predicted: np.ndarray
+
+
+@dataclass
+class EvalResult:
+    """Confusion matrix and scores of one split, its loss, and the worst-scoring images."""
+
+    confusion: np.ndarray
+    scores: dict
+    loss: float
+    images: int
+    worst: list[ScoredImage] = field(default_factory=list)
+
+    def metrics(self, class_names: tuple[str, ...], prefix: str) -> dict[str, float]:
+        """Flat metrics: PREFIX/loss, /pixel_accuracy, /mean_iou, /mean_accuracy, /mean_dice and
+        PREFIX/iou/<class> for classes present in labels or predictions."""
+        flat = {f"{prefix}/loss": self.loss}
+        for key in ("pixel_accuracy", "mean_iou", "mean_accuracy", "mean_dice"):
+            flat[f"{prefix}/{key}"] = float(self.scores[key])
+        for name, iou in zip(class_names, self.scores["iou"], strict=True):
+            if not np.isnan(iou):
+                flat[f"{prefix}/iou/{name}"] = float(iou)
+        return flat
+
+
+class Evaluator:
+    """Reads each pair of a split at its own size, predicts, and accumulates the scores."""
+
+    def __init__(
+        self,
+        split: Split,
+        dataset: SegmentationDataset,
+        batch_size: int = 4,
+        skip_corrupt: bool = False,
+        problems: FileProblems | None = None,
+        keep_worst: int = 0,
+    ) -> None:
+        self.split, self.dataset, self.batch_size = split, dataset, batch_size
+        self.problems = problems or FileProblems()
+        self.reader = PairReader(
+            dataset.num_classes, dataset.ignore_index, skip_corrupt, self.problems
+        )
+        self.keep_worst = keep_worst
+
+    def _read(self, pair: tuple[Path, Path]) -> tuple[Path, np.ndarray, np.ndarray] | None:
+        try:
+            image, mask = self.reader.read(*pair)
+        except CorruptFileError as err:
+            if not self.reader.skip_corrupt:
+                raise
+            self.problems.skip(err)
+            return None
+        return pair[0], image, mask
+
+    def evaluate(self, predictor: Predictor) -> EvalResult:
+        """Scores of `predictor` on the whole split."""
+        n = self.dataset.num_classes
+        confusion = np.zeros((n, n), np.int64)
+        loss_sum, loss_pixels, count = 0.0, 0, 0
+        worst: list[tuple[float, int, ScoredImage]] = []
+        pairs = list(zip(self.split.images, self.split.masks, strict=True))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for start in range(0, len(pairs), self.batch_size):
+                chunk = pairs[start : start + self.batch_size]
+                read = [r for r in pool.map(self._read, chunk) if r is not None]
+                if not read:
+                    continue
+                probabilities = predictor.predict([image for _, image, _ in read])
+                for (path, image, label), probs in zip(read, probabilities, strict=True):
+                    predicted = probs.argmax(axis=-1)
+                    matrix = confusion_matrix(label, predicted, n)
+                    confusion += matrix
+                    valid = (label >= 0) & (label < n)
+                    picked = np.take_along_axis(probs[valid], label[valid][:, None], axis=1)
+                    loss_sum += float(-np.log(picked + _EPS).sum())
+                    loss_pixels += int(valid.sum())
+                    count += 1
+                    image_iou = confusion_scores(matrix)["mean_iou"]
+                    if self.keep_worst and not np.isnan(image_iou):
+                        scored = ScoredImage(image_iou, path, image, label, predicted)
+                        # max-heap on -IoU keeps the keep_worst lowest-IoU images
+                        item = (-scored.mean_iou, count, scored)
+                        if len(worst) < self.keep_worst:
+                            heapq.heappush(worst, item)
+                        else:
+                            heapq.heappushpop(worst, item)
+        return EvalResult(
+            confusion=confusion,
+            scores=confusion_scores(confusion),
+            loss=loss_sum / loss_pixels if loss_pixels else float("nan"),
+            images=count,
+            worst=[s for _, _, s in sorted(worst, key=lambda t: -t[0])],
+        )

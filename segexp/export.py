@@ -1,0 +1,59 @@
+"""`python -m segexp.export model=... format=keras|saved_model output=PATH`: write a model file.
+
+keras: one .keras file (segexp's layers must be importable to load it). saved_model: a
+TensorFlow SavedModel whose `serve` signature maps float32 RGB (N, H, W, 3) in 0..255 to logits.
+"""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from segexp.cli import configure_tensorflow_env, error_lines, run_app
+from segexp.config import CONFIG_DIR, validate_config
+from segexp.config.validate import validate_inference_config
+from segexp.errors import SegexpError
+
+
+def export(cfg: DictConfig) -> Path:
+    """Write `cfg.model` as `cfg.format` to `cfg.output`; return the path written."""
+    validate_config(cfg)
+    validate_inference_config(cfg, ("model", "format", "output"))
+    configure_tensorflow_env()
+    import mlflow
+
+    from segexp import tracking
+    from segexp.model_source import load_model
+
+    output = Path(cfg.output)
+    if cfg.format == "keras" and output.suffix != ".keras":
+        raise SegexpError(f"output={output} is not allowed: a Keras file must end in .keras")
+    if output.exists():
+        raise SegexpError(f"output={output} exists already; choose a new path")
+    mlflow.set_tracking_uri(tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd()))
+    model = load_model(str(cfg.model)).keras_model
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if cfg.format == "keras":
+        model.save(output)
+    else:
+        model.export(str(output), format="tf_saved_model", verbose=False)
+    print(f"wrote {cfg.format} model to {output}")
+    return output
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
+def main(cfg: DictConfig) -> None:
+    """Hydra task: export one model."""
+    try:
+        export(cfg)
+    except SegexpError as err:
+        raise SystemExit(error_lines(err)) from None
+
+
+def cli() -> None:
+    """Console entry."""
+    run_app(main)
+
+
+if __name__ == "__main__":
+    cli()
