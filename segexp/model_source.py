@@ -4,7 +4,6 @@ Used by evaluate, predict and export. From MLflow it fetches the pyfunc model's 
 and its config (training size, stride, class names, colormap, left/right pairs).
 """
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,9 @@ import numpy as np
 import yaml
 from mlflow.exceptions import MlflowException
 
+from segexp.config.validate import model_uri
 from segexp.errors import SegexpError
 from segexp.tracking import RESOLVED_CONFIG
-
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass
@@ -49,15 +47,6 @@ def _load_keras(path: Path) -> keras.Model:
         return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError) as err:
         raise SegexpError(f"model={path}: cannot load a Keras model ({err})") from None
-
-
-def model_uri(spec: str) -> str | None:
-    """The MLflow model URI of `spec`, or None when it names a local file."""
-    if spec.startswith(("models:/", "runs:/")):
-        return spec
-    if _RUN_ID.match(spec):
-        return f"runs:/{spec}/model"
-    return None
 
 
 def load_model(spec: str) -> LoadedModel:

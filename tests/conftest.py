@@ -21,13 +21,18 @@ def _isolated_tracking_uri(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+def compose_config(name: str, *overrides: str) -> DictConfig:
+    """Compose conf/NAME.yaml with overrides, as `python -m segexp.NAME` would."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
 @pytest.fixture
 def compose_train():
     """Compose conf/train.yaml with overrides, as `python -m segexp.train` would."""
 
     def _compose(*overrides: str) -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return compose(config_name="train", overrides=list(overrides))
+        return compose_config("train", *overrides)
 
     return _compose
 

@@ -8,8 +8,10 @@ from hydra.utils import instantiate
 
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.overrides import check_group_choices, config_groups
+from segexp.config.validate import validate_inference_config
 from segexp.errors import ConfigError
 from segexp.train import run_name_from_overrides
+from tests.conftest import compose_config
 
 GROUPS = config_groups(CONFIG_DIR)
 ALL_OPTIONS = [(group, option) for group, options in GROUPS.items() for option in options]
@@ -30,9 +32,16 @@ REQUIRED = {
 }
 
 
+INFERENCE_ONLY = {"tta"}  # groups of evaluate.yaml / predict.yaml, not of train.yaml
+
+
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS)
 def test_every_option_of_every_group_composes_and_validates(compose_train, group, option):
-    cfg = compose_train(f"{group}={option}", *REQUIRED.get(option, []))
+    if group in INFERENCE_ONLY:
+        cfg = compose_config("evaluate", f"{group}={option}", "model=" + "0" * 32)
+        validate_inference_config(cfg, ("model", "split", "worst_images", "tta"))
+    else:
+        cfg = compose_train(f"{group}={option}", *REQUIRED.get(option, []))
     validate_config(cfg)
     if group == "experiment":  # a preset merges into the root (# @package _global_)
         assert cfg.task_name == option
@@ -219,3 +228,40 @@ def test_run_name_keeps_experiment_overrides_only():
     )
     assert name == "backbone=mobilenetv2 image_size=64"
     assert run_name_from_overrides(["tracking.uri=sqlite:///x.db"]) is None
+
+
+COMMAND_KEYS = {
+    "check": [],
+    "evaluate": ["model=" + "a" * 32],
+    "predict": ["model=" + "a" * 32, "input=x", "output=y"],
+    "export": ["model=" + "a" * 32, "output=y.keras"],
+}
+
+
+@pytest.mark.parametrize("name", list(COMMAND_KEYS))
+def test_every_command_config_composes_from_the_training_groups(name):
+    cfg = compose_config(name, *COMMAND_KEYS[name])
+    validate_config(cfg)
+    assert cfg.task_name == name and cfg.dataset.name == "synthetic"
+
+
+INFERENCE_BAD = [
+    ("tta.mode=zoom", "tta.mode='zoom'", "whole or slide"),
+    ("tta.scales=[]", "tta.scales=[]", "non-empty list of positive numbers"),
+    ("tta.crop=30", "tta.crop=30", "multiple of 16"),
+    ("tta.stride=64 tta.crop=32", "tta.stride=64", "no larger than tta.crop"),
+    ("worst_images=-1", "worst_images=-1", ">= 0"),
+    ("model=/nope.keras", "model='/nope.keras'", "MLflow run id"),
+]
+
+
+@pytest.mark.parametrize(("override", "shown", "rule"), INFERENCE_BAD)
+def test_bad_evaluation_values_name_key_value_and_rule(override, shown, rule):
+    args = override.split()
+    if not any(a.startswith("model=") for a in args):
+        args.append("model=" + "0" * 32)
+    cfg = compose_config("evaluate", *args)
+    with pytest.raises(ConfigError) as caught:
+        validate_inference_config(cfg, ("model", "split", "worst_images", "tta"))
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and shown in message and rule in message

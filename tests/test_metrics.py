@@ -69,3 +69,34 @@ def test_loss_is_cross_entropy_averaged_over_non_ignored_pixels():
     log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     picked = np.take_along_axis(log_softmax, np.where(valid, labels, 0)[..., None], -1)[..., 0]
     assert loss == pytest.approx(-picked[valid].mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_every_score_matches_scikit_learn_with_an_absent_class(seed):
+    from sklearn.metrics import f1_score, recall_score
+
+    from segexp.metrics import confusion_matrix as segexp_confusion
+
+    labels, logits = _random_case(seed)
+    predicted = logits.argmax(-1)
+    confusion = segexp_confusion(labels, predicted, NUM_CLASSES)
+    valid = labels != 255
+    y_true, y_pred = labels[valid], predicted[valid]
+    np.testing.assert_array_equal(
+        confusion, confusion_matrix(y_true, y_pred, labels=range(NUM_CLASSES))
+    )
+    scores = confusion_scores(confusion)
+    present = np.union1d(y_true, y_pred)
+    labelled = np.unique(y_true)
+    ious = jaccard_score(y_true, y_pred, labels=present, average=None)
+    recalls = recall_score(y_true, y_pred, labels=labelled, average=None)
+    dices = f1_score(y_true, y_pred, labels=present, average=None)
+    np.testing.assert_allclose(scores["iou"][present], ious)
+    np.testing.assert_allclose(scores["accuracy"][labelled], recalls)
+    np.testing.assert_allclose(scores["dice"][present], dices)
+    assert scores["mean_iou"] == pytest.approx(ious.mean())
+    assert scores["mean_accuracy"] == pytest.approx(recalls.mean())
+    assert scores["mean_dice"] == pytest.approx(dices.mean())
+    assert 5 not in present
+    assert np.isnan(scores["iou"][5]) and np.isnan(scores["accuracy"][5])
+    assert np.isnan(scores["dice"][5])

@@ -16,6 +16,9 @@ METRICS = [
     "val/loss",
     "val/pixel_accuracy",
     "val/mean_iou",
+    "val/mean_accuracy",
+    "val/mean_dice",
+    "val/iou/background",
     "lr",
 ]
 
@@ -94,14 +97,17 @@ def test_checkpoints_stay_in_the_output_folder_and_best_one_loads(tiny_run):
     assert model(np.zeros((1, 64, 64, 3), np.float32)).shape == (1, 64, 64, 20)
 
 
-def test_logged_model_loads_with_pyfunc_and_returns_logits(logged, tiny_run):
+def test_logged_model_loads_with_pyfunc_and_returns_label_maps(logged, tiny_run):
     _, run = logged
     mlflow.set_tracking_uri(tiny_run.tracking_uri)
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    for shape in ((2, 64, 64, 3), (1, 96, 128, 3)):
-        logits = model.predict(np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32))
-        assert logits.shape == (*shape[:3], 20)
+    rng = np.random.default_rng(0)
+    for shape in ((2, 64, 64, 3), (1, 75, 130, 3)):
+        labels = model.predict(rng.integers(0, 256, shape, dtype=np.uint8))
+        assert labels.shape == shape[:3] and labels.dtype == np.int32
+        assert labels.min() >= 0 and labels.max() < 20
     assert model.metadata.metadata["class_names"][14] == "left-arm"
+    assert model.metadata.metadata["image_size"] == 64
 
 
 def test_summary_reports_run_id_best_score_and_ui_command(logged, tiny_run):

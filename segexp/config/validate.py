@@ -1,5 +1,6 @@
 """Check a composed config before any heavy work; every problem names the key, value and rule."""
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,18 @@ def _check_backbone_and_size(c: _Checker) -> None:
         )
 
 
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def model_uri(spec: str) -> str | None:
+    """The MLflow model URI `spec` stands for (a run id or a URI), or None for a file path."""
+    if spec.startswith(("models:/", "runs:/")):
+        return spec
+    if RUN_ID.match(spec):
+        return f"runs:/{spec}/model"
+    return None
+
+
 def validate_inference_config(cfg: DictConfig, keys: tuple[str, ...]) -> None:
     """Check the keys evaluate/predict/export add to the training config (those present)."""
     c = _Checker(cfg)
@@ -216,6 +229,15 @@ def validate_inference_config(cfg: DictConfig, keys: tuple[str, ...]) -> None:
     for key in ("model", "input", "output"):
         if key in keys:
             c.check(key, lambda v: isinstance(v, str) and v.strip() != "", nonempty)
+    if "model" in keys:
+        c.check(
+            "model",
+            lambda v: (
+                not isinstance(v, str) or model_uri(v) is not None or Path(v).expanduser().is_file()
+            ),
+            "must be an MLflow run id (32 hex digits), a models:/NAME/VERSION or "
+            "runs:/RUN_ID/model URI, or an existing .keras file",
+        )
     if "split" in keys:
         c.check("split", lambda v: isinstance(v, str) and v != "", "must name a split, e.g. val")
     if "worst_images" in keys:

@@ -1,0 +1,214 @@
+"""evaluate, predict, export and serve on the shared tiny run's model."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+
+def run_command(module, args, cwd, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", f"segexp.{module}", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+
+
+def _run_id(tiny_run):
+    client = MlflowClient(tiny_run.tracking_uri)
+    experiment = client.get_experiment_by_name("tiny")
+    return client, client.search_runs([experiment.experiment_id])[0].info.run_id
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_run, tmp_path_factory):
+    """`python -m segexp.evaluate model=<tiny run id>` run once for this module."""
+    client, run_id = _run_id(tiny_run)
+    out = tmp_path_factory.mktemp("evaluate")
+    done = run_command("evaluate", [f"model={run_id}", f"hydra.run.dir={out}"], tiny_run.workdir)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return client, run_id, out, done
+
+
+def test_evaluate_prints_the_table_and_logs_into_the_training_run(evaluated):
+    client, run_id, out, done = evaluated
+    assert "left-arm" in done.stdout and "mean" in done.stdout and "n/a:" in done.stdout
+    metrics = client.get_run(run_id).data.metrics
+    last_val = client.get_metric_history(run_id, "val/mean_iou")[-1].value
+    # Same model (the last epoch's), same data and resolution: the same number.
+    assert metrics["eval/mean_iou"] == pytest.approx(last_val, abs=1e-6)
+    last_loss = client.get_metric_history(run_id, "val/loss")[-1].value
+    assert metrics["eval/loss"] == pytest.approx(last_loss, rel=1e-4)
+    for name in ("per_class.md", "per_class.csv", "confusion_matrix.png", "worst_images.png"):
+        assert (out / name).is_file(), name
+    logged = {a.path for a in client.list_artifacts(run_id, "eval")}
+    assert {"eval/per_class.md", "eval/per_class.csv", "eval/confusion_matrix.png"} <= logged
+    rows = (out / "per_class.csv").read_text().splitlines()
+    assert rows[0] == "id,class,IoU %,Acc %,Dice %,pixels" and len(rows) == 1 + 20 + 1
+
+
+def test_evaluate_a_checkpoint_path_logs_into_a_new_run(tiny_run, tmp_path):
+    checkpoint = tiny_run.output_dir / "checkpoints" / "last.keras"
+    done = run_command(
+        "evaluate",
+        [
+            f"model={checkpoint}",
+            "image_size=64",
+            "dataset.num_train=8",
+            "dataset.num_val=4",
+            "dataset.min_size=48",
+            "dataset.max_size=80",
+            f"paths.data_dir={tiny_run.workdir / 'data'}",
+            "tracking.experiment=evaluations",
+            "tta.flip=true",
+            "tta.scales=[0.75,1.0]",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ],  # fmt: skip
+        tiny_run.workdir,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tiny_run.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("evaluations").experiment_id])
+    assert len(runs) == 1 and runs[0].data.tags["segexp.evaluated_model"] == str(checkpoint)
+    assert 0 <= runs[0].data.metrics["eval/mean_iou"] <= 1
+
+
+def test_predict_writes_label_color_and_overlay_for_mixed_sizes(tiny_run, tmp_path):
+    _, run_id = _run_id(tiny_run)
+    images = tmp_path / "in"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {"a.png": (50, 70), "b.jpg": (96, 64), "c.bmp": (33, 41)}
+    for name, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / name)
+    out = tmp_path / "out"
+    done = run_command(
+        "predict",
+        [f"model={run_id}", f"input={images}", f"output={out}", f"hydra.run.dir={tmp_path / 'h'}"],
+        tiny_run.workdir,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name, (h, w) in sizes.items():
+        stem = Path(name).stem
+        label = np.asarray(Image.open(out / f"{stem}_label.png"))
+        assert label.shape == (h, w) and label.max() < 20
+        color = np.asarray(Image.open(out / f"{stem}_color.png"))
+        assert color.shape == (h, w, 3)
+        assert (out / f"{stem}_overlay.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("fmt", ["keras", "saved_model"])
+def test_export_writes_a_loadable_model(tiny_run, tmp_path, fmt):
+    _, run_id = _run_id(tiny_run)
+    target = tmp_path / ("model.keras" if fmt == "keras" else "saved")
+    done = run_command(
+        "export",
+        [f"model={run_id}", f"format={fmt}", f"output={target}", f"hydra.run.dir={tmp_path / 'h'}"],
+        tiny_run.workdir,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    image = np.random.default_rng(1).uniform(0, 255, (1, 64, 96, 3)).astype(np.float32)
+    if fmt == "keras":
+        import keras
+
+        import segexp.models.layers  # noqa: F401
+
+        logits = keras.saving.load_model(target, compile=False)(image)
+    else:
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(target))  # keep a reference: it owns the variables
+        logits = loaded.serve(image)
+    assert tuple(logits.shape) == (1, 64, 96, 20)
+
+
+def test_model_argument_that_names_nothing_is_one_error_line(tiny_run, tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+    done = run_command(
+        "predict",
+        [
+            "model=/no/such.keras",
+            f"input={tmp_path}",
+            f"output={tmp_path / 'o'}",
+            f"hydra.run.dir={tmp_path / 'h'}",
+        ],  # fmt: skip
+        tiny_run.workdir,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: model='/no/such.keras' is not allowed: must be an MLflow run id (32 hex digits), "
+        "a models:/NAME/VERSION or runs:/RUN_ID/model URI, or an existing .keras file"
+    ]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_with_a_label_map(tiny_run):
+    _, run_id = _run_id(tiny_run)
+    port = _free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tiny_run.tracking_uri,
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"runs:/{run_id}/model",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],  # fmt: skip
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            assert server.poll() is None, server.stderr.read()[-3000:]
+            try:
+                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.time() < deadline, "server did not start in 120 s"
+            time.sleep(1)
+        image = np.random.default_rng(2).integers(0, 256, (1, 40, 56, 3), dtype=np.uint8)
+        answer = requests.post(f"{base}/invocations", json={"inputs": image.tolist()}, timeout=120)
+        assert answer.status_code == 200, answer.text[:2000]
+        labels = np.asarray(answer.json()["predictions"])
+        assert labels.shape == (1, 40, 56) and labels.min() >= 0 and labels.max() < 20
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
