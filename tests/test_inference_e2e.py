@@ -84,6 +84,32 @@ def test_evaluate_a_checkpoint_path_logs_into_a_new_run(tiny_run, tmp_path):
     assert 0 <= runs[0].data.metrics["eval/mean_iou"] <= 1
 
 
+def test_evaluate_a_registered_model_logs_into_a_new_run_tagged_with_it(tiny_run, tmp_path):
+    _, run_id = _run_id(tiny_run)
+    import mlflow
+
+    client = MlflowClient(tiny_run.tracking_uri)
+    mlflow.set_tracking_uri(tiny_run.tracking_uri)
+    version = mlflow.register_model(f"runs:/{run_id}/model", "tiny-parser").version
+    uri = f"models:/tiny-parser/{version}"
+    done = run_command(
+        "evaluate",
+        [
+            f"model={uri}",
+            "tracking.experiment=registry-evals",
+            "worst_images=0",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ],  # fmt: skip
+        tiny_run.workdir,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = client.search_runs([client.get_experiment_by_name("registry-evals").experiment_id])
+    assert len(runs) == 1 and runs[0].data.tags["segexp.evaluated_model"] == uri
+    last_val = client.get_metric_history(run_id, "val/mean_iou")[-1].value
+    assert runs[0].data.metrics["eval/mean_iou"] == pytest.approx(last_val, abs=1e-6)
+    assert not (tmp_path / "out" / "worst_images.png").exists()
+
+
 def test_predict_writes_label_color_and_overlay_for_mixed_sizes(tiny_run, tmp_path):
     _, run_id = _run_id(tiny_run)
     images = tmp_path / "in"
