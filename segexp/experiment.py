@@ -123,7 +123,9 @@ def run_training(cfg: DictConfig, run_name: str | None) -> JobResult:
 
     tags = tracking.run_tags(dataset.name, output_dir)
     with tracking.run(experiment_id, cfg.tracking.run_name or run_name, tags) as active:
-        tracking.log_config(OmegaConf.to_container(cfg, resolve=True))
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        tracking.log_config(resolved)
+        tracking.log_resolved_config(resolved)
         tracking.log_dataset(dataset, dataset_digest(dataset), histograms)
         tracking.log_figure(
             plots.class_histogram(dataset.class_names, histograms, dataset.colormap),
@@ -176,7 +178,6 @@ def run_training(cfg: DictConfig, run_name: str | None) -> JobResult:
         finally:
             tracking.log_skipped_files(problems.skipped)
         tracking.log_files(result.best_checkpoint, output_dir / ".hydra")
-        tracking.log_resolved_config(OmegaConf.to_container(cfg, resolve=True))
         if cfg.tracking.log_model:
             tracking.log_segmentation_model(
                 result.last_checkpoint,

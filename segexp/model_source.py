@@ -66,12 +66,10 @@ def load_model(spec: str) -> LoadedModel:
     except (MlflowException, OSError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise SegexpError(f"model={spec}: cannot fetch {uri} ({first})") from None
-    keras_file = local / "artifacts" / "model.keras"
-    if not keras_file.is_file():
-        candidates = sorted(local.glob("artifacts/*.keras"))
-        if not candidates:
-            raise SegexpError(f"model={spec}: {uri} holds no Keras model (artifacts/*.keras)")
-        keras_file = candidates[0]
+    candidates = sorted(local.glob("artifacts/*.keras"))
+    if not candidates:
+        raise SegexpError(f"model={spec}: {uri} holds no Keras model (artifacts/*.keras)")
+    keras_file = candidates[0]
     config = yaml.safe_load((local / "MLmodel").read_text()).get("metadata") or {}
     run_id = info.run_id
     return LoadedModel(

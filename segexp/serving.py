@@ -2,7 +2,7 @@
 
 Preprocessing, resizing to the training resolution and back, and the argmax happen inside, so
 `mlflow.pyfunc.load_model(uri).predict(images)` and `mlflow models serve` need no segexp code
-from the caller. The Keras model travels as an artifact (`model.keras`).
+from the caller. The Keras checkpoint travels as an artifact (`artifacts/*.keras`).
 """
 
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
-KERAS_ARTIFACT = "keras_model"  # artifact key; the file is artifacts/model.keras in the model
+KERAS_ARTIFACT = "keras_model"  # artifact key; MLflow keeps the file as artifacts/<name>.keras
 
 
 class SegmentationModel(mlflow.pyfunc.PythonModel):
