@@ -103,3 +103,12 @@ def test_missing_folders_raise_naming_the_path_and_the_layout(tmp_path, loader, 
     tmp_path.joinpath("nope").mkdir()
     with pytest.raises(LayoutError, match=f"{expected}.* does not exist; expected layout"):
         loader(str(tmp_path / "nope"))
+
+
+def test_asking_for_a_split_the_dataset_lacks_names_the_ones_it_has(tmp_path):
+    from segexp.errors import SegexpError
+
+    root = make_folder_tree(tmp_path, num_classes=2, counts={"train": 1, "val": 1})
+    data = load_folder(str(root), 2, None, None, 255, [])
+    with pytest.raises(SegexpError, match="split=test is not allowed: .* train, val"):
+        data.split("test")

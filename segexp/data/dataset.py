@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segexp.errors import SegexpError
+
 
 @dataclass(frozen=True)
 class Split:
@@ -47,7 +49,8 @@ class SegmentationDataset:
     def split(self, name: str) -> Split:
         """Return one split, with an error that lists the ones this dataset has."""
         if name not in self.splits:
-            raise KeyError(
-                f"dataset {self.name!r} has no split {name!r}; it has {list(self.splits)}"
+            raise SegexpError(
+                f"split={name} is not allowed: dataset {self.name} has the splits "
+                f"{', '.join(self.splits)}"
             )
         return self.splits[name]
