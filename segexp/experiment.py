@@ -23,7 +23,7 @@ from segexp.data.registry import build_dataset
 from segexp.errors import SegexpError
 from segexp.evaluation import Evaluator
 from segexp.models.deeplabv3plus import build_deeplabv3plus
-from segexp.trainer import TrainResult, Validation, compile_model, fit
+from segexp.trainer import EarlyStop, TrainResult, Validation, Watch, compile_model, fit
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,19 @@ def class_histograms(
             problems.skip(err)
         histograms[name] = scan.histogram
     return histograms
+
+
+def watched_metrics(cfg: DictConfig) -> list[str]:
+    """The metrics the best checkpoint and early stopping follow."""
+    return [m for m in (cfg.trainer.best.monitor, cfg.trainer.early_stopping.monitor) if m]
+
+
+def early_stop(cfg: DictConfig) -> EarlyStop | None:
+    """Early stopping from trainer.early_stopping, or None when its monitor is null."""
+    stop = cfg.trainer.early_stopping
+    if not stop.monitor:
+        return None
+    return EarlyStop(Watch(stop.monitor, stop.mode), stop.patience, stop.min_delta)
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
@@ -153,11 +166,26 @@ def run_training(cfg: DictConfig, run_name: str | None) -> JobResult:
             ),
             input_size=cfg.image_size,
             size_multiple=cfg.backbone.output_stride,
+            in_logs=[m for m in watched_metrics(cfg) if m.startswith("val/iou/")],
         )
 
         model = build_model(cfg, dataset.num_classes)
         tracking.log_model_size(model)
-        compile_model(model, instantiate(cfg.optimizer), dataset.num_classes, dataset.ignore_index)
+        steps_per_epoch = max(1, len(dataset.split("train")) // cfg.trainer.batch_size)
+        learning_rate = instantiate(
+            cfg.schedule,
+            base_lr=cfg.optimizer.learning_rate,
+            steps_per_epoch=steps_per_epoch,
+            epochs=cfg.trainer.epochs,
+        )
+        loss = instantiate(
+            cfg.loss,
+            num_classes=dataset.num_classes,
+            ignore_index=dataset.ignore_index,
+            histogram=histograms["train"],
+        )
+        optimizer = instantiate(cfg.optimizer, learning_rate=learning_rate)
+        compile_model(model, optimizer, loss, dataset.num_classes, dataset.ignore_index)
         try:
             result = fit(
                 model,
@@ -167,6 +195,8 @@ def run_training(cfg: DictConfig, run_name: str | None) -> JobResult:
                 checkpoint_dir=Path(cfg.trainer.checkpoint_dir),
                 callbacks=[tracking.EpochLogger(extra=lambda: validation.class_metrics)],
                 verbose=cfg.trainer.verbose,
+                best=Watch(cfg.trainer.best.monitor, cfg.trainer.best.mode),
+                early_stop=early_stop(cfg),
             )
             log_figures(
                 model, val_data, dataset, result.history, cfg.tracking.num_prediction_samples

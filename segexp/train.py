@@ -33,8 +33,9 @@ def train(cfg: DictConfig) -> float:
     best = job.train
     print(
         f"\nsegexp: run {job.run_id} finished (experiment '{cfg.tracking.experiment}')\n"
-        f"  best val/mean_iou {best.best_val_mean_iou:.4f} at epoch {best.best_epoch}"
-        f" of {cfg.trainer.epochs}\n"
+        f"  best val/mean_iou {best.best_val_mean_iou:.4f}; best.keras: "
+        f"{cfg.trainer.best.monitor} {best.best_value:.4f} at epoch {best.best_epoch}"
+        f" of {best.epochs_run}\n"
         f"  checkpoints in {best.best_checkpoint.parent}\n"
         f"  to browse it: {ui_command(job.tracking_uri)}"
     )

@@ -1,4 +1,5 @@
-"""Compile and fit a segmentation model, keeping the best (by val mean IoU) and last checkpoints."""
+"""Compile and fit a segmentation model, keeping the best (by any val metric) and last checkpoints,
+with optional early stopping."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +12,41 @@ from segexp.evaluation import Evaluator
 from segexp.inference import Predictor
 from segexp.metrics import SegmentationScores
 
-MONITOR = "val_mean_iou"  # Keras' name of the metric the best checkpoint is chosen by
+MEAN_IOU = "val_mean_iou"  # Keras' log name of val/mean_iou
+
+
+def keras_name(metric: str) -> str:
+    """segexp's metric name -> Keras' log name: val/mean_iou -> val_mean_iou,
+    val/iou/face -> val_iou/face, train/loss -> loss."""
+    if metric.startswith("val/"):
+        return "val_" + metric.removeprefix("val/")
+    return metric.removeprefix("train/")
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A metric to follow (segexp name, e.g. val/iou/face) and whether higher is better."""
+
+    metric: str = "val/mean_iou"
+    mode: str = "max"
+
+    @property
+    def key(self) -> str:
+        return keras_name(self.metric)
+
+    def best_index(self, values: Sequence[float]) -> int:
+        """Index of the best value (the first one on ties)."""
+        pick = max if self.mode == "max" else min
+        return pick(range(len(values)), key=values.__getitem__)
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Stop when `watch` has not improved by min_delta for `patience` epochs."""
+
+    watch: Watch
+    patience: int = 5
+    min_delta: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -19,24 +54,25 @@ class TrainResult:
     """What a finished fit leaves behind."""
 
     history: dict[str, list[float]]  # Keras log name -> one value per epoch
-    best_epoch: int  # 1-based
-    best_val_mean_iou: float
+    best_epoch: int  # 1-based, by the checkpoint's watched metric
+    best_value: float  # that metric at best_epoch
+    best_val_mean_iou: float  # the highest val mean IoU of any epoch (what sweepers optimize)
     best_checkpoint: Path
     last_checkpoint: Path
-
-
-def segmentation_loss(ignore_index: int) -> keras.losses.Loss:
-    """Sparse cross-entropy from logits, averaged over the pixels whose label is not ignored."""
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_index)
+    epochs_run: int
 
 
 def compile_model(
-    model: keras.Model, optimizer: keras.optimizers.Optimizer, num_classes: int, ignore_index: int
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    loss: keras.losses.Loss,
+    num_classes: int,
+    ignore_index: int,
 ) -> None:
     """Attach optimizer, loss and the confusion-matrix scores (pixel accuracy, mean IoU)."""
     model.compile(
         optimizer=optimizer,
-        loss=segmentation_loss(ignore_index),
+        loss=loss,
         metrics=[SegmentationScores(num_classes, ignore_index)],
     )
 
@@ -49,9 +85,16 @@ class Validation(keras.callbacks.Callback):
     the per-class IoUs, too many for the progress bar, wait in `class_metrics`.
     """
 
-    def __init__(self, evaluator: Evaluator, input_size: int, size_multiple: int = 16) -> None:
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        input_size: int,
+        size_multiple: int = 16,
+        in_logs: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         self.evaluator, self.input_size, self.size_multiple = evaluator, input_size, size_multiple
+        self.in_logs = set(in_logs)  # per-class metrics a checkpoint or early stop watches
         self.predictor: Predictor | None = None
         self.class_metrics: dict[str, float] = {}
 
@@ -68,13 +111,9 @@ class Validation(keras.callbacks.Callback):
         flat = result.metrics(self.evaluator.dataset.class_names, prefix="val")
         self.class_metrics = {k: v for k, v in flat.items() if k.startswith("val/iou/")}
         if logs is not None:
-            logs.update(
-                {
-                    k.replace("val/", "val_", 1): v
-                    for k, v in flat.items()
-                    if k not in self.class_metrics
-                }
-            )
+            logs.update({keras_name(k): v for k, v in flat.items() if k not in self.class_metrics})
+            for metric in self.in_logs:
+                logs[keras_name(metric)] = flat.get(metric, float("nan"))
 
 
 def fit(
@@ -85,29 +124,43 @@ def fit(
     checkpoint_dir: Path,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: str | int = "auto",
+    best: Watch = Watch(),
+    early_stop: EarlyStop | None = None,
 ) -> TrainResult:
-    """Train for `epochs`, validating after each; return the history and checkpoint paths."""
+    """Train for `epochs` (fewer if early stopping fires), validating after each epoch."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = checkpoint_dir / "best.keras", checkpoint_dir / "last.keras"
-    checkpoints = [
+    watching = [
         keras.callbacks.ModelCheckpoint(
-            best_path, monitor=MONITOR, mode="max", save_best_only=True
+            best_path, monitor=best.key, mode=best.mode, save_best_only=True
         ),
         keras.callbacks.ModelCheckpoint(last_path),
     ]
+    if early_stop is not None:
+        watching.append(
+            keras.callbacks.EarlyStopping(
+                monitor=early_stop.watch.key,
+                mode=early_stop.watch.mode,
+                patience=early_stop.patience,
+                min_delta=early_stop.min_delta,
+                verbose=1,
+            )
+        )
     history = model.fit(
         train_data,
         epochs=epochs,
-        callbacks=[validation, *checkpoints, *callbacks],
+        callbacks=[validation, *watching, *callbacks],
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline reshuffles the training files every epoch
     ).history
-    scores = history[MONITOR]
-    best_index = max(range(len(scores)), key=scores.__getitem__)
+    watched = history[best.key]
+    best_index = best.best_index(watched)
     return TrainResult(
         history={key: [float(v) for v in values] for key, values in history.items()},
         best_epoch=best_index + 1,
-        best_val_mean_iou=float(scores[best_index]),
+        best_value=float(watched[best_index]),
+        best_val_mean_iou=float(max(history[MEAN_IOU])),
         best_checkpoint=best_path,
         last_checkpoint=last_path,
+        epochs_run=len(watched),
     )

@@ -144,6 +144,11 @@ BAD_OVERRIDES = [
     ("dataset.skip_corrupt=maybe", "dataset.skip_corrupt='maybe'", "true or false"),
     ("augment=standard augment.scale=[2,1]", "augment.scale=[2, 1]", "0 < min <= max"),
     ("augment=standard augment.flip=2", "augment.flip=2", "[0, 1]"),
+    ("trainer.best.monitor=val/iou/nose", "trainer.best.monitor='val/iou/nose'", "val/iou/<class"),
+    ("trainer.early_stopping.patience=-1", "trainer.early_stopping.patience=-1", ">= 0"),
+    ("loss.class_weights=[1,2]", "loss.class_weights=[1, 2]", "null, auto or 20 numbers"),
+    ("loss=ohem loss.top_k=0", "loss.top_k=0", "fraction in (0, 1]"),
+    ("schedule=poly schedule.power=0", "schedule.power=0", "number > 0"),
     (
         "backbone.weights=/no/such/file.h5",
         "backbone.weights='/no/such/file.h5'",

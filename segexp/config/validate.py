@@ -89,6 +89,7 @@ def validate_config(cfg: DictConfig) -> None:
 
     _check_dataset(c, num_classes)
     _check_augment(c)
+    _check_recipe(c, num_classes)
 
     c.check(
         "aspp.rates",
@@ -176,6 +177,51 @@ def _check_augment(c: _Checker) -> None:
     for key in ("brightness", "contrast", "saturation"):
         c.check(f"augment.{key}", lambda v: _is_number(v) and 0 <= v < 1, "must be in [0, 1)")
     c.check("augment.hue", lambda v: _is_number(v) and 0 <= v <= 0.5, "must be in [0, 0.5]")
+
+
+VAL_METRICS = ("loss", "pixel_accuracy", "mean_iou", "mean_accuracy", "mean_dice")
+
+
+def _check_recipe(c: _Checker, num_classes: object) -> None:
+    names = _get(c.cfg, "dataset.class_names") or []
+    metrics = [f"val/{m}" for m in VAL_METRICS] + [f"val/iou/{n}" for n in names]
+    allowed = f"must be one of {', '.join(metrics[:5])} or val/iou/<class name>"
+    c.check("trainer.best.monitor", lambda v: v in metrics, allowed)
+    c.check("trainer.best.mode", lambda v: v in ("max", "min"), "must be max or min")
+    c.check(
+        "trainer.early_stopping.monitor",
+        lambda v: v is None or v in metrics,
+        "null or " + allowed[5:],
+    )
+    c.check("trainer.early_stopping.mode", lambda v: v in ("max", "min"), "must be max or min")
+    c.check(
+        "trainer.early_stopping.patience",
+        lambda v: _is_int(v) and v >= 0,
+        "must be an integer >= 0",
+    )
+    c.check(
+        "trainer.early_stopping.min_delta",
+        lambda v: _is_number(v) and v >= 0,
+        "must be a number >= 0",
+    )
+    c.check(
+        "schedule.kind",
+        lambda v: v in ("constant", "poly", "cosine"),
+        "must be constant, poly or cosine",
+    )
+    c.check("schedule.warmup_epochs", lambda v: _is_number(v) and v >= 0, "must be a number >= 0")
+    if OmegaConf.select(c.cfg, "schedule.power") is not None:
+        c.check("schedule.power", lambda v: _is_number(v) and v > 0, "must be a number > 0")
+    weights = OmegaConf.select(c.cfg, "loss.class_weights")
+    if weights is not None and not (
+        weights == "auto"
+        or (isinstance(weights, ListConfig) and _is_int(num_classes) and len(weights) == num_classes
+            and all(_is_number(w) and w >= 0 for w in weights))
+    ):  # fmt: skip
+        c.fail("loss.class_weights", weights, f"must be null, auto or {num_classes} numbers >= 0")
+    top_k = OmegaConf.select(c.cfg, "loss.top_k")
+    if top_k is not None and not (_is_number(top_k) and 0 < top_k <= 1):
+        c.fail("loss.top_k", top_k, "must be a fraction in (0, 1]")
 
 
 def _check_backbone_and_size(c: _Checker) -> None:

@@ -1,0 +1,81 @@
+"""Learning-rate schedules against their formulas; early stopping and best-epoch choice."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from segexp.schedules import WarmupDecay, build
+from segexp.trainer import EarlyStop, Watch, fit
+
+
+@pytest.mark.parametrize("step", [0, 5, 10, 37, 100, 150])
+def test_poly_and_cosine_follow_their_formulas_after_warmup(step):
+    base, total, warmup = 0.01, 100, 10
+    t = min(max((step - warmup) / (total - warmup), 0.0), 1.0)
+    poly = WarmupDecay(base, total, warmup, "poly", power=0.9)
+    cosine = WarmupDecay(base, total, warmup, "cosine")
+    if step < warmup:
+        expected_poly = expected_cos = base * step / warmup
+    else:
+        expected_poly = base * (1 - t) ** 0.9
+        expected_cos = base * 0.5 * (1 + math.cos(math.pi * t))
+    assert float(poly(step)) == pytest.approx(expected_poly, rel=1e-5, abs=1e-9)
+    assert float(cosine(step)) == pytest.approx(expected_cos, rel=1e-5, abs=1e-9)
+
+
+def test_constant_without_warmup_is_a_plain_float():
+    assert build(0.002, steps_per_epoch=10, epochs=3) == 0.002
+    warm = build(0.002, steps_per_epoch=10, epochs=3, warmup_epochs=1)
+    assert float(warm(5)) == pytest.approx(0.001) and float(warm(25)) == pytest.approx(0.002)
+
+
+class Scripted(keras.callbacks.Callback):
+    """Stands in for the Validation callback: writes scripted val metrics into the logs."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.script = script
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs.update(self.script[epoch])
+
+
+def _tiny_fit(tmp_path, script, **kwargs):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    data = tf.data.Dataset.from_tensor_slices(
+        (np.ones((8, 3), np.float32), np.zeros((8, 1), np.float32))
+    ).batch(4)
+    return fit(model, data, Scripted(script), epochs=len(script), checkpoint_dir=tmp_path,
+               verbose=0, **kwargs)  # fmt: skip
+
+
+def test_best_checkpoint_can_follow_one_class_iou(tmp_path):
+    script = [
+        {"val_mean_iou": 0.1, "val_iou/face": 0.2},
+        {"val_mean_iou": 0.3, "val_iou/face": 0.6},
+        {"val_mean_iou": 0.5, "val_iou/face": 0.4},
+    ]
+    result = _tiny_fit(tmp_path, script, best=Watch("val/iou/face", "max"))
+    assert (result.best_epoch, result.best_value) == (2, 0.6)
+    assert result.best_val_mean_iou == 0.5 and (tmp_path / "best.keras").is_file()
+    by_loss = _tiny_fit(
+        tmp_path,
+        [
+            {"val_mean_iou": 0.1, "val_loss": 2.0},
+            {"val_mean_iou": 0.2, "val_loss": 1.5},
+            {"val_mean_iou": 0.3, "val_loss": 1.7},
+        ],  # fmt: skip
+        best=Watch("val/loss", "min"),
+    )
+    assert by_loss.best_epoch == 2
+
+
+def test_early_stopping_stops_after_patience(tmp_path):
+    script = [{"val_mean_iou": v} for v in (0.1, 0.3, 0.3, 0.2, 0.25, 0.6, 0.7)]
+    stop = EarlyStop(Watch("val/mean_iou", "max"), patience=2)
+    result = _tiny_fit(tmp_path, script, early_stop=stop)
+    assert result.epochs_run == 4 and result.best_epoch == 2
