@@ -98,6 +98,11 @@ def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
         aspp_filters=cfg.aspp.filters,
         image_pooling=cfg.aspp.image_pooling,
         aspp_dropout=cfg.aspp.dropout,
+        aspp_separable=cfg.aspp.separable,
+        low_level_filters=cfg.decoder.low_level_filters,
+        decoder_filters=cfg.decoder.filters,
+        decoder_convs=cfg.decoder.num_convs,
+        decoder_separable=cfg.decoder.separable,
     )
 
 

@@ -3,12 +3,15 @@
 This module imports no TensorFlow at import time, so `--cfg job` and config errors are fast.
 """
 
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from segexp.cli import configure_tensorflow_env, error_lines, run_app
 from segexp.config import CONFIG_DIR, validate_config
+from segexp.config.validate import config_warnings
 from segexp.errors import SegexpError
 
 # Overrides that say where things go, not what is trained: left out of the run name.
@@ -24,6 +27,8 @@ def run_name_from_overrides(overrides: list[str]) -> str | None:
 def train(cfg: DictConfig) -> float:
     """Validate, train and log one run; return its best val mean IoU (what sweepers optimize)."""
     validate_config(cfg)
+    for warning in config_warnings(cfg):
+        print(f"warning: {warning}", file=sys.stderr)
     configure_tensorflow_env()
     from segexp.experiment import run_training  # imports TensorFlow
     from segexp.tracking import ui_command

@@ -13,6 +13,8 @@ class BackboneSpec:
     output_strides: tuple[int, ...]  # strides the deep features can be taken at
     min_size: int  # smallest input side keras.applications accepts
     imagenet_file: str  # file keras.applications downloads for weights="imagenet"
+    application: str = ""  # keras.applications network whose weights it uses (default: name)
+    dilated_depth: int | None = None  # 50 or 101: rebuilt with dilated last stages
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -33,5 +35,26 @@ BACKBONES: dict[str, BackboneSpec] = {
         output_strides=(16,),
         min_size=32,
         imagenet_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    ),
+    # The paper's backbone: all of ResNet, last stage(s) dilated; low level at the stride-4 output.
+    "resnet50_dilated": BackboneSpec(
+        name="resnet50_dilated",
+        preprocessing="caffe",
+        taps={16: "conv5_block3_out", 8: "conv5_block3_out", 4: "conv2_block3_out"},
+        output_strides=(8, 16),
+        min_size=32,
+        imagenet_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        application="resnet50",
+        dilated_depth=50,
+    ),
+    "resnet101_dilated": BackboneSpec(
+        name="resnet101_dilated",
+        preprocessing="caffe",
+        taps={16: "conv5_block3_out", 8: "conv5_block3_out", 4: "conv2_block3_out"},
+        output_strides=(8, 16),
+        min_size=32,
+        imagenet_file="resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        application="resnet101",
+        dilated_depth=101,
     ),
 }

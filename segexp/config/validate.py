@@ -93,12 +93,20 @@ def validate_config(cfg: DictConfig) -> None:
 
     c.check(
         "aspp.rates",
-        lambda v: isinstance(v, ListConfig) and len(v) > 0 and all(_is_int(r) and r > 0 for r in v),
+        lambda v: isinstance(v, ListConfig | list)
+        and len(v) > 0
+        and all(_is_int(r) and r > 0 for r in v),
         "must be a non-empty list of positive integers, e.g. [6,12,18]",
     )
     c.check("aspp.filters", lambda v: _is_int(v) and v > 0, positive_int)
     c.check("aspp.image_pooling", lambda v: isinstance(v, bool), "must be true or false")
     c.check("aspp.dropout", lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1)")
+    c.check("aspp.separable", lambda v: isinstance(v, bool), "must be true or false")
+    c.check("decoder.low_level_filters", lambda v: _is_int(v) and v > 0, positive_int)
+    c.check("decoder.filters", lambda v: _is_int(v) and v > 0, positive_int)
+    c.check("decoder.num_convs", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0")
+    c.check("decoder.separable", lambda v: isinstance(v, bool), "must be true or false")
+    c.check("backbone.freeze_bn", lambda v: isinstance(v, bool), "must be true or false")
 
     _check_backbone_and_size(c)
     c.check("tracking.num_prediction_samples", lambda v: _is_int(v) and v > 0, positive_int)
@@ -314,3 +322,28 @@ def validate_inference_config(cfg: DictConfig, keys: tuple[str, ...]) -> None:
         )
     if c.problems:
         raise ConfigError("\n".join(c.problems))
+
+
+def config_warnings(cfg: DictConfig) -> list[str]:
+    """Settings that are allowed but probably not meant: ASPP rates that do not match the output
+    stride, and BatchNorm trained on batches under 8."""
+    from segexp.config import STANDARD_RATES
+
+    warnings = []
+    stride = OmegaConf.select(cfg, "backbone.output_stride")
+    rates = OmegaConf.select(cfg, "aspp.rates")
+    expected = STANDARD_RATES.get(stride)
+    if expected is not None and rates is not None and list(rates) != expected:
+        other = {s: r for s, r in STANDARD_RATES.items() if list(rates) == r}
+        hint = f" (those are the rates for output stride {next(iter(other))})" if other else ""
+        warnings.append(
+            f"aspp.rates={list(rates)} with backbone.output_stride={stride}: the paper uses "
+            f"{expected} at this stride{hint}"
+        )
+    batch = OmegaConf.select(cfg, "trainer.batch_size")
+    if _is_int(batch) and batch < 8 and not OmegaConf.select(cfg, "backbone.freeze_bn"):
+        warnings.append(
+            f"trainer.batch_size={batch} trains BatchNorm on batches under 8, which makes its "
+            "statistics noisy; consider backbone.freeze_bn=true or a larger batch"
+        )
+    return warnings

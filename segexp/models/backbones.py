@@ -8,9 +8,11 @@ import keras
 
 from segexp.config.backbone_specs import BACKBONES, BackboneSpec
 from segexp.errors import ConfigError, SegexpError
+from segexp.models.dilated_resnet import copy_weights, dilated_resnet
 
 _APPLICATIONS: dict[str, Callable[..., keras.Model]] = {
     "resnet50": keras.applications.ResNet50,
+    "resnet101": keras.applications.ResNet101,
     "mobilenetv2": keras.applications.MobileNetV2,
 }
 
@@ -29,7 +31,7 @@ def _load_application(spec: BackboneSpec, weights: str | None) -> keras.Model:
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise ConfigError(f"backbone.weights={weights!r} is not allowed: no such file")
     try:
-        return _APPLICATIONS[spec.name](
+        return _APPLICATIONS[spec.application or spec.name](
             include_top=False, weights=weights, input_shape=(None, None, 3)
         )
     except Exception as err:
@@ -49,7 +51,11 @@ def _load_application(spec: BackboneSpec, weights: str | None) -> keras.Model:
 
 
 def build_backbone(
-    kind: str, name: str, weights: str | None = None, output_stride: int = 16
+    kind: str,
+    name: str,
+    weights: str | None = None,
+    output_stride: int = 16,
+    freeze_bn: bool = False,
 ) -> Backbone:
     """Cut a keras.applications network at the taps of `kind` for the given output stride."""
     spec = BACKBONES[kind]
@@ -58,23 +64,58 @@ def build_backbone(
             f"backbone.output_stride={output_stride} is not allowed: {kind} supports "
             f"{' or '.join(map(str, spec.output_strides))}"
         )
-    base = _load_application(spec, weights)
+    if spec.dilated_depth is None:
+        base = _load_application(spec, weights)
+    else:
+        base = dilated_resnet(spec.dilated_depth, output_stride, name=f"{name}_base")
+        if weights is not None:  # ImageNet or a file: same layer names and weight shapes
+            copy_weights(_load_application(spec, weights), base)
     outputs = [base.get_layer(spec.taps[output_stride]).output, base.get_layer(spec.taps[4]).output]
     features = keras.Model(base.inputs, outputs, name=name)
+    if freeze_bn:  # a non-trainable BatchNormalization runs in inference mode in Keras 3
+        for layer in features.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     return Backbone(
         features=features, preprocessing=spec.preprocessing, output_stride=output_stride
     )
 
 
 def resnet50(
-    name: str = "resnet50", weights: str | None = None, output_stride: int = 16
+    name: str = "resnet50",
+    weights: str | None = None,
+    output_stride: int = 16,
+    freeze_bn: bool = False,
 ) -> Backbone:
     """The reference example's ResNet50, tapped at conv4_block6_2_relu and conv2_block3_2_relu."""
-    return build_backbone("resnet50", name, weights, output_stride)
+    return build_backbone("resnet50", name, weights, output_stride, freeze_bn)
 
 
 def mobilenetv2(
-    name: str = "mobilenetv2", weights: str | None = None, output_stride: int = 16
+    name: str = "mobilenetv2",
+    weights: str | None = None,
+    output_stride: int = 16,
+    freeze_bn: bool = False,
 ) -> Backbone:
     """MobileNetV2 (alpha 1.0), tapped at block_13_expand_relu and block_3_expand_relu."""
-    return build_backbone("mobilenetv2", name, weights, output_stride)
+    return build_backbone("mobilenetv2", name, weights, output_stride, freeze_bn)
+
+
+def resnet50_dilated(
+    name: str = "resnet50_dilated",
+    weights: str | None = None,
+    output_stride: int = 16,
+    freeze_bn: bool = False,
+) -> Backbone:
+    """All of ResNet50 with its last stage(s) dilated (output stride 16 or 8), as in the paper."""
+    return build_backbone("resnet50_dilated", name, weights, output_stride, freeze_bn)
+
+
+def resnet101_dilated(
+    name: str = "resnet101_dilated",
+    weights: str | None = None,
+    output_stride: int = 16,
+    freeze_bn: bool = False,
+) -> Backbone:
+    """All of ResNet101 with its last stage(s) dilated (output stride 16 or 8), as in the paper."""
+    return build_backbone("resnet101_dilated", name, weights, output_stride, freeze_bn)

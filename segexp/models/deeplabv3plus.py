@@ -10,7 +10,12 @@ from segexp.models.layers import Preprocess, ResizeLike, conv_block
 
 
 def aspp(
-    x: keras.KerasTensor, rates: Sequence[int], filters: int, image_pooling: bool, dropout: float
+    x: keras.KerasTensor,
+    rates: Sequence[int],
+    filters: int,
+    image_pooling: bool,
+    dropout: float,
+    separable: bool = False,
 ) -> keras.KerasTensor:
     """Atrous spatial pyramid pooling: [image pooling], 1x1, dilated 3x3 branches, 1x1 projection.
 
@@ -24,7 +29,11 @@ def aspp(
         branches.append(ResizeLike(name="aspp_pool_resize")([pooled, x]))
     branches.append(conv_block(x, filters, kernel_size=1, name="aspp_1x1"))
     for rate in rates:
-        branches.append(conv_block(x, filters, 3, dilation_rate=rate, name=f"aspp_rate{rate}"))
+        branches.append(
+            conv_block(
+                x, filters, 3, dilation_rate=rate, name=f"aspp_rate{rate}", separable=separable
+            )
+        )
     x = layers.Concatenate(name="aspp_concat")(branches) if len(branches) > 1 else branches[0]
     x = conv_block(x, filters, kernel_size=1, name="aspp_project")
     if dropout > 0:
@@ -42,6 +51,9 @@ def build_deeplabv3plus(
     low_level_filters: int = 48,
     decoder_filters: int = 256,
     name: str = "deeplabv3plus",
+    aspp_separable: bool = False,
+    decoder_convs: int = 2,
+    decoder_separable: bool = False,
 ) -> keras.Model:
     """Wire preprocessing, backbone, ASPP and decoder into a model: RGB 0..255 -> logits.
 
@@ -51,12 +63,12 @@ def build_deeplabv3plus(
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = Preprocess(backbone.preprocessing, name="preprocess")(inputs)
     deep, low = backbone.features(x)
-    x = aspp(deep, rates, aspp_filters, image_pooling, aspp_dropout)
+    x = aspp(deep, rates, aspp_filters, image_pooling, aspp_dropout, aspp_separable)
     x = ResizeLike(name="decoder_upsample")([x, low])
     low = conv_block(low, low_level_filters, kernel_size=1, name="decoder_low_level")
     x = layers.Concatenate(name="decoder_concat")([x, low])
-    x = conv_block(x, decoder_filters, name="decoder_conv1")
-    x = conv_block(x, decoder_filters, name="decoder_conv2")
+    for index in range(1, decoder_convs + 1):
+        x = conv_block(x, decoder_filters, name=f"decoder_conv{index}", separable=decoder_separable)
     x = ResizeLike(name="upsample_to_input")([x, inputs])
     logits = layers.Conv2D(num_classes, 1, padding="same", dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=name)
