@@ -12,7 +12,7 @@ from segexp.models.deeplabv3plus import build_deeplabv3plus
 from segexp.models.dilated_resnet import copy_weights, dilated_resnet
 from tests.conftest import compose_config
 
-BACKBONES = ["resnet50", "mobilenetv2", "resnet50_dilated", "resnet101_dilated"]
+BACKBONES = ["resnet50", "mobilenetv2", "resnet50_dilated", "resnet101_dilated", "efficientnetv2_s"]
 
 
 @pytest.mark.parametrize("name", BACKBONES)

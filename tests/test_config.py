@@ -29,6 +29,8 @@ REQUIRED = {
     "voc": ["dataset.root=/data/voc"],
     "folder": ["dataset.root=/data/mine", "dataset.num_classes=2"],
     "keras_io_cihp": ["dataset.root=/data/cihp"],
+    "cihp_r50_os16": ["dataset.root=/data/cihp"],
+    "voc_r101_os16": ["dataset.root=/data/voc"],
 }
 
 
@@ -270,3 +272,22 @@ def test_bad_evaluation_values_name_key_value_and_rule(override, shown, rule):
         validate_inference_config(cfg, ("model", "split", "worst_images", "tta"))
     message = str(caught.value)
     assert len(message.splitlines()) == 1 and shown in message and rule in message
+
+
+@pytest.mark.parametrize(
+    ("preset", "backbone", "lr", "batch"),
+    [
+        ("cihp_r50_os16", "resnet50_dilated", 0.01, 16),
+        ("voc_r101_os16", "resnet101_dilated", 0.007, 16),
+    ],
+)
+def test_paper_recipes_set_what_their_comments_say(compose_train, preset, backbone, lr, batch):
+    cfg = compose_train(f"experiment={preset}", "dataset.root=/data")
+    validate_config(cfg)
+    assert cfg.backbone.name == backbone and cfg.backbone.weights == "imagenet"
+    assert cfg.backbone.output_stride == 16 and list(cfg.aspp.rates) == [6, 12, 18]
+    assert cfg.optimizer._target_ == "keras.optimizers.SGD" and cfg.optimizer.momentum == 0.9
+    assert cfg.optimizer.learning_rate == pytest.approx(lr)
+    assert cfg.schedule.kind == "poly" and cfg.schedule.power == 0.9
+    assert cfg.augment.name == "standard" and cfg.trainer.batch_size == batch
+    assert cfg.image_size == 512

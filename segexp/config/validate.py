@@ -93,9 +93,9 @@ def validate_config(cfg: DictConfig) -> None:
 
     c.check(
         "aspp.rates",
-        lambda v: isinstance(v, ListConfig | list)
-        and len(v) > 0
-        and all(_is_int(r) and r > 0 for r in v),
+        lambda v: (
+            isinstance(v, ListConfig | list) and len(v) > 0 and all(_is_int(r) and r > 0 for r in v)
+        ),
         "must be a non-empty list of positive integers, e.g. [6,12,18]",
     )
     c.check("aspp.filters", lambda v: _is_int(v) and v > 0, positive_int)

@@ -14,6 +14,7 @@ _APPLICATIONS: dict[str, Callable[..., keras.Model]] = {
     "resnet50": keras.applications.ResNet50,
     "resnet101": keras.applications.ResNet101,
     "mobilenetv2": keras.applications.MobileNetV2,
+    "efficientnetv2_s": keras.applications.EfficientNetV2S,
 }
 
 
@@ -119,3 +120,13 @@ def resnet101_dilated(
 ) -> Backbone:
     """All of ResNet101 with its last stage(s) dilated (output stride 16 or 8), as in the paper."""
     return build_backbone("resnet101_dilated", name, weights, output_stride, freeze_bn)
+
+
+def efficientnetv2_s(
+    name: str = "efficientnetv2_s",
+    weights: str | None = None,
+    output_stride: int = 16,
+    freeze_bn: bool = False,
+) -> Backbone:
+    """EfficientNetV2-S tapped at block6a_expand_activation (stride 16) and block2d_add (4)."""
+    return build_backbone("efficientnetv2_s", name, weights, output_stride, freeze_bn)

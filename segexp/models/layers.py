@@ -12,10 +12,11 @@ class Preprocess(layers.Layer):
     """Map RGB 0..255 input to what the backbone's weights expect, inside the model.
 
     `caffe`: RGB->BGR and ImageNet mean subtraction (keras.applications ResNet);
-    `tf`: scale to [-1, 1] (MobileNetV2, Xception).
+    `tf`: scale to [-1, 1] (MobileNetV2, Xception);
+    `none`: pass 0..255 through (EfficientNetV2 rescales inside its own network).
     """
 
-    MODES = ("caffe", "tf")
+    MODES = ("caffe", "tf", "none")
 
     def __init__(self, mode: str, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -25,6 +26,8 @@ class Preprocess(layers.Layer):
 
     def call(self, inputs: keras.KerasTensor) -> keras.KerasTensor:
         x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "none":
+            return x
         if self.mode == "tf":
             return x / 127.5 - 1.0
         return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
