@@ -188,12 +188,20 @@ def _check_augment(c: _Checker) -> None:
 
 
 VAL_METRICS = ("loss", "pixel_accuracy", "mean_iou", "mean_accuracy", "mean_dice")
+TRAIN_METRICS = ("loss", "pixel_accuracy", "mean_iou")
 
 
 def _check_recipe(c: _Checker, num_classes: object) -> None:
     names = _get(c.cfg, "dataset.class_names") or []
-    metrics = [f"val/{m}" for m in VAL_METRICS] + [f"val/iou/{n}" for n in names]
-    allowed = f"must be one of {', '.join(metrics[:5])} or val/iou/<class name>"
+    metrics = (
+        [f"val/{m}" for m in VAL_METRICS]
+        + [f"val/iou/{n}" for n in names]
+        + [f"train/{m}" for m in TRAIN_METRICS]
+    )
+    allowed = (
+        f"must be one of {', '.join(metrics[:5])}, val/iou/<class name> or "
+        f"{', '.join(f'train/{m}' for m in TRAIN_METRICS)}"
+    )
     c.check("trainer.best.monitor", lambda v: v in metrics, allowed)
     c.check("trainer.best.mode", lambda v: v in ("max", "min"), "must be max or min")
     c.check(
