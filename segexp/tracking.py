@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -225,14 +226,20 @@ def log_segmentation_model(checkpoint: Path, config: Mapping[str, Any]) -> None:
     The Keras checkpoint is its artifact and `config` (image size, stride, class names,
     colormap, ...) its model config and metadata; segexp's code travels with it (code_paths).
     """
-    import tensorflow as tf
-
-    from segexp.serving import KERAS_ARTIFACT, SegmentationModel
-
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3), "image")]),
         outputs=Schema([TensorSpec(np.dtype(np.int32), (-1, -1, -1), "labels")]),
     )
+    with warnings.catch_warnings():  # the signature is explicit; no example image is needed
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        _log_pyfunc(checkpoint, config, signature)
+
+
+def _log_pyfunc(checkpoint: Path, config: Mapping[str, Any], signature: ModelSignature) -> None:
+    import tensorflow as tf
+
+    from segexp.serving import KERAS_ARTIFACT, SegmentationModel
+
     mlflow.pyfunc.log_model(
         name="model",
         python_model=SegmentationModel(),
