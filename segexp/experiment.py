@@ -128,7 +128,9 @@ def log_figures(
     tracking.log_figure(figure, "plots/val_predictions.png")
 
 
-def run_training(cfg: DictConfig, run_name: str | None) -> JobResult:
+def run_training(
+    cfg: DictConfig, run_name: str | None, parent_run_id: str | None = None
+) -> JobResult:
     """Train one configuration inside one MLflow run; the run ends FAILED if anything raises."""
     output_dir = Path(cfg.paths.output_dir)
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
@@ -140,7 +142,9 @@ def run_training(cfg: DictConfig, run_name: str | None) -> JobResult:
     histograms = class_histograms(dataset, skip_corrupt, problems)
 
     tags = tracking.run_tags(dataset.name, output_dir)
-    with tracking.run(experiment_id, cfg.tracking.run_name or run_name, tags) as active:
+    with tracking.run(
+        experiment_id, cfg.tracking.run_name or run_name, tags, parent_run_id
+    ) as active:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         tracking.log_config(resolved)
         tracking.log_resolved_config(resolved)

@@ -101,12 +101,51 @@ def ensure_experiment(uri: str, name: str) -> str:
 
 
 @contextmanager
-def run(experiment_id: str, run_name: str | None, tags: Mapping[str, str]) -> Iterator[Run]:
-    """Open an MLflow run for the block; it ends FINISHED, or FAILED if the block raises."""
+def run(
+    experiment_id: str,
+    run_name: str | None,
+    tags: Mapping[str, str],
+    parent_run_id: str | None = None,
+) -> Iterator[Run]:
+    """Open an MLflow run for the block (nested under `parent_run_id` in a sweep); it ends
+    FINISHED, or FAILED if the block raises."""
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name, tags=dict(tags)
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=dict(tags),
+        parent_run_id=parent_run_id,
     ) as active:
         yield active
+
+
+def record_failed_job(
+    uri: str, experiment: str, parent_run_id: str, run_name: str | None, output_dir: Path,
+    error: str,
+) -> str | None:  # fmt: skip
+    """In a sweep, make sure a job that failed shows as a FAILED child: create one if the job
+    failed before opening its run (a bad override, a missing folder). Returns the run id."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    mine = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
+        f"and tags.`hydra.output_dir` = '{output_dir.resolve()}'",
+    )
+    if mine:
+        return mine[0].info.run_id
+    child = client.create_run(
+        found.experiment_id,
+        run_name=run_name,
+        tags={
+            "mlflow.parentRunId": parent_run_id,
+            "hydra.output_dir": str(output_dir.resolve()),
+            "segexp.error": error[:5000],
+        },
+    )
+    client.set_terminated(child.info.run_id, "FAILED")
+    return child.info.run_id
 
 
 def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -7,12 +7,13 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from segexp.cli import configure_tensorflow_env, error_lines, run_app
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.validate import config_warnings
 from segexp.errors import SegexpError
+from segexp.sweep import parent_run_id
 
 # Overrides that say where things go, not what is trained: left out of the run name.
 _NOT_IN_RUN_NAME = ("tracking.", "paths.", "hydra.")
@@ -34,7 +35,7 @@ def train(cfg: DictConfig) -> float:
     from segexp.tracking import ui_command
 
     run_name = run_name_from_overrides(list(HydraConfig.get().overrides.task))
-    job = run_training(cfg, run_name)
+    job = run_training(cfg, run_name, parent_run_id())
     best = job.train
     print(
         f"\nsegexp: run {job.run_id} finished (experiment '{cfg.tracking.experiment}')\n"
@@ -50,10 +51,29 @@ def train(cfg: DictConfig) -> float:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra task: train one configuration; the returned float is what a sweeper optimizes."""
+    parent = parent_run_id()
     try:
         return train(cfg)
     except SegexpError as err:
-        raise SystemExit(error_lines(err)) from None
+        if parent is None:
+            raise SystemExit(error_lines(err)) from None
+        # In a sweep: record the job as a FAILED child and let Hydra go on with the next job.
+        _record_failed_job(cfg, parent, str(err))
+        raise
+    finally:
+        if parent is not None and "keras" in sys.modules:  # release TensorFlow state per job
+            sys.modules["keras"].backend.clear_session()
+
+
+def _record_failed_job(cfg: DictConfig, parent: str, error: str) -> None:
+    from pathlib import Path
+
+    from segexp.tracking import record_failed_job, resolve_tracking_uri
+
+    run_name = run_name_from_overrides(list(HydraConfig.get().overrides.task))
+    uri = resolve_tracking_uri(OmegaConf.select(cfg, "tracking.uri"), Path.cwd())
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    record_failed_job(uri, cfg.tracking.experiment, parent, run_name, output_dir, error)
 
 
 def cli() -> None:

@@ -1,0 +1,49 @@
+"""`python -m segexp.train -m ...`: one MLflow parent run per sweep, a child per job, a summary."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import TINY_ARGS
+
+
+@pytest.mark.slow
+def test_a_sweep_is_one_parent_with_a_child_per_job_and_a_summary(tmp_path, tiny_run):
+    args = [a for a in TINY_ARGS if not a.startswith(("trainer.epochs", "tracking.experiment"))]
+    done = subprocess.run(
+        [sys.executable, "-m", "segexp.train", "-m", "aspp.rates=[6,12,18],[12,24,36]",
+         "trainer.epochs=0,1", *args, "tracking.log_model=false", "tracking.experiment=sweep",
+         f"paths.data_dir={tiny_run.workdir / 'data'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )  # fmt: skip
+    assert done.returncode != 0, "a failed job makes the sweep fail"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("segexp.task") == "sweep"]
+    assert len(parents) == 1, done.stderr[-3000:]
+    parent = parents[0]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(kids) == 4 and len(runs) == 5
+    assert sorted(r.info.status for r in kids) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+    finished = [r for r in kids if r.info.status == "FINISHED"]
+    assert sorted(r.data.params["aspp.rates"] for r in finished) == ["[12, 24, 36]", "[6, 12, 18]"]
+    assert all(r.info.run_name.startswith("aspp.rates=[") for r in kids)
+    failed = [r for r in kids if r.info.status == "FAILED"]
+    assert all("trainer.epochs=0 is not allowed" in r.data.tags["segexp.error"] for r in failed)
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics["sweep/children"] == 4 and parent.data.metrics["sweep/failed"] == 2
+    summary = (tmp_path / "sweep" / "sweep_summary.md").read_text()
+    assert summary.count("FINISHED") == 2 and summary.count("FAILED") == 2
+    best = max(
+        max(m.value for m in client.get_metric_history(r.info.run_id, "val/mean_iou"))
+        for r in finished
+    )
+    assert parent.data.metrics["best/val/mean_iou"] == pytest.approx(best, abs=1e-4)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"sweep_summary.csv", "sweep_summary.md", "multirun.yaml",
+            "sweep_val_mean_iou.png"} <= artifacts  # fmt: skip
+    assert (tmp_path / "sweep" / "mlflow_parent_run_id").read_text().strip() == parent.info.run_id
