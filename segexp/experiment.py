@@ -99,6 +99,7 @@ def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
         image_pooling=cfg.aspp.image_pooling,
         aspp_dropout=cfg.aspp.dropout,
         aspp_separable=cfg.aspp.separable,
+        aspp_enabled=cfg.aspp.enabled,
         low_level_filters=cfg.decoder.low_level_filters,
         decoder_filters=cfg.decoder.filters,
         decoder_convs=cfg.decoder.num_convs,

@@ -93,3 +93,23 @@ def test_rates_that_do_not_match_the_stride_and_small_batches_warn():
     assert any("trainer.batch_size=4" in w for w in warnings)
     quiet = compose_config("train", "trainer.batch_size=8", "backbone.freeze_bn=false")
     assert config_warnings(quiet) == []
+
+
+def test_named_aspp_options_build_the_pyramid_they_name():
+    from segexp.experiment import build_model
+
+    def model(option):
+        cfg = compose_config("train", "backbone=mobilenetv2", f"aspp={option}", "aspp.filters=16")
+        return build_model(cfg, 3)
+
+    default, os8, wide, none = (model(o) for o in ("default", "os8", "wide", "none"))
+    assert "aspp_rate6_conv" in {layer.name for layer in default.layers}
+    assert "aspp_rate36_conv" in {layer.name for layer in os8.layers}
+    assert "aspp_rate24_conv" in {layer.name for layer in wide.layers}
+    assert not any(layer.name.startswith("aspp_rate") for layer in none.layers)
+    assert none.count_params() < default.count_params() < wide.count_params()
+    image = np.zeros((1, 64, 64, 3), np.float32)
+    assert none(image).shape == (1, 64, 64, 3)
+    os16_with_os8_rates = compose_config("train", "backbone=mobilenetv2", "aspp=os8")
+    assert any("aspp.rates=[12, 24, 36]" in w for w in config_warnings(os16_with_os8_rates))
+    assert not any("aspp.rates" in w for w in config_warnings(compose_config("train", "aspp=none")))

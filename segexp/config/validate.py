@@ -102,6 +102,7 @@ def validate_config(cfg: DictConfig) -> None:
     c.check("aspp.image_pooling", lambda v: isinstance(v, bool), "must be true or false")
     c.check("aspp.dropout", lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1)")
     c.check("aspp.separable", lambda v: isinstance(v, bool), "must be true or false")
+    c.check("aspp.enabled", lambda v: isinstance(v, bool), "must be true or false")
     c.check("decoder.low_level_filters", lambda v: _is_int(v) and v > 0, positive_int)
     c.check("decoder.filters", lambda v: _is_int(v) and v > 0, positive_int)
     c.check("decoder.num_convs", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0")
@@ -341,7 +342,8 @@ def config_warnings(cfg: DictConfig) -> list[str]:
     stride = OmegaConf.select(cfg, "backbone.output_stride")
     rates = OmegaConf.select(cfg, "aspp.rates")
     expected = STANDARD_RATES.get(stride)
-    if expected is not None and rates is not None and list(rates) != expected:
+    enabled = OmegaConf.select(cfg, "aspp.enabled", default=True)
+    if enabled and expected is not None and rates is not None and list(rates) != expected:
         other = {s: r for s, r in STANDARD_RATES.items() if list(rates) == r}
         hint = f" (those are the rates for output stride {next(iter(other))})" if other else ""
         warnings.append(

@@ -54,6 +54,7 @@ def build_deeplabv3plus(
     aspp_separable: bool = False,
     decoder_convs: int = 2,
     decoder_separable: bool = False,
+    aspp_enabled: bool = True,
 ) -> keras.Model:
     """Wire preprocessing, backbone, ASPP and decoder into a model: RGB 0..255 -> logits.
 
@@ -63,7 +64,12 @@ def build_deeplabv3plus(
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = Preprocess(backbone.preprocessing, name="preprocess")(inputs)
     deep, low = backbone.features(x)
-    x = aspp(deep, rates, aspp_filters, image_pooling, aspp_dropout, aspp_separable)
+    if aspp_enabled:
+        x = aspp(deep, rates, aspp_filters, image_pooling, aspp_dropout, aspp_separable)
+    else:  # ablation: a 1x1 projection of the deep features instead of the pyramid
+        x = conv_block(deep, aspp_filters, kernel_size=1, name="aspp_off_project")
+        if aspp_dropout > 0:
+            x = layers.Dropout(aspp_dropout, name="aspp_dropout")(x)
     x = ResizeLike(name="decoder_upsample")([x, low])
     low = conv_block(low, low_level_filters, kernel_size=1, name="decoder_low_level")
     x = layers.Concatenate(name="decoder_concat")([x, low])
