@@ -42,11 +42,11 @@ class MlflowSweep(Callback):
         """Create the experiment and the parent run before any job starts."""
         from mlflow.tracking import MlflowClient
 
-        from segexp import tracking
+        from segexp import store
 
-        self.uri = tracking.resolve_tracking_uri(config.tracking.uri, Path.cwd())
-        tracking.check_store(self.uri)
-        experiment_id = tracking.ensure_experiment(self.uri, config.tracking.experiment)
+        self.uri = store.resolve_tracking_uri(config.tracking.uri, Path.cwd())
+        store.check_store(self.uri)
+        experiment_id = store.ensure_experiment(self.uri, config.tracking.experiment)
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         command = "python -m segexp.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -1,7 +1,6 @@
 """MLflow tracking: where the store is, one run per job, and what a run records."""
 
 import json
-import os
 import subprocess
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -14,90 +13,23 @@ import mlflow
 import numpy as np
 from matplotlib.figure import Figure
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 import segexp
 from segexp.data.dataset import SegmentationDataset
-from segexp.errors import SegexpError
+from segexp.store import (  # noqa: F401  (re-exported: where the store is, fail fast)
+    artifact_location_for,
+    check_store,
+    ensure_experiment,
+    resolve_tracking_uri,
+    ui_command,
+)
 
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value's length
 MAX_PARAM_KEY = 250
 _PACKAGE_DIR = Path(segexp.__file__).resolve().parent
-
-
-def resolve_tracking_uri(configured: str | None, cwd: Path) -> str:
-    """tracking.uri if set, else $MLFLOW_TRACKING_URI, else an absolute sqlite:///<cwd>/mlflow.db."""
-    if configured:
-        return str(configured)
-    from_env = os.environ.get("MLFLOW_TRACKING_URI")
-    if from_env:
-        return from_env
-    return f"sqlite:///{(cwd / 'mlflow.db').resolve()}"
-
-
-def artifact_location_for(uri: str) -> str | None:
-    """A folder `mlartifacts/` beside a SQLite store; None (the server decides) for other stores."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    db_path = Path(uri.removeprefix("sqlite:///"))
-    return (db_path.resolve().parent / "mlartifacts").as_uri()
-
-
-def ui_command(uri: str) -> str:
-    """The command (or address) that shows this store's runs."""
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri}"
-
-
-def check_store(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, naming the URI, when the store cannot be used (MLflow itself retries for minutes).
-
-    A tracking server counts as reachable when it answers HTTP at all; a SQLite store needs
-    its folder to exist.
-    """
-    import requests
-
-    source = (
-        "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
-    )
-    if uri.startswith(("http://", "https://")):
-        try:
-            requests.get(uri, timeout=timeout_s)
-        except requests.RequestException as err:
-            raise SegexpError(
-                f"{source}={uri}: cannot reach the MLflow tracking server "
-                f"({type(err).__name__}). Start it, or point {source} at a reachable server "
-                "or at sqlite:///ABSOLUTE/PATH/mlflow.db"
-            ) from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        if not folder.is_dir():
-            raise SegexpError(f"{source}={uri}: the folder {folder} does not exist")
-
-
-def ensure_experiment(uri: str, name: str) -> str:
-    """Return the id of experiment `name`, creating it (with an explicit artifact folder)."""
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        try:
-            return client.create_experiment(name, artifact_location=artifact_location_for(uri))
-        except MlflowException:  # created meanwhile by a parallel job
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-    if experiment.lifecycle_stage == "deleted":
-        raise SegexpError(
-            f"tracking.experiment={name!r} is deleted in {uri}: restore it with "
-            f"'mlflow experiments restore --experiment-id {experiment.experiment_id}' "
-            "or choose another name"
-        )
-    return experiment.experiment_id
 
 
 @contextmanager

@@ -1,5 +1,6 @@
 """`python -m segexp.train -m ...`: one MLflow parent run per sweep, a child per job, a summary."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -47,3 +48,19 @@ def test_a_sweep_is_one_parent_with_a_child_per_job_and_a_summary(tmp_path, tiny
     assert {"sweep_summary.csv", "sweep_summary.md", "multirun.yaml",
             "sweep_val_mean_iou.png"} <= artifacts  # fmt: skip
     assert (tmp_path / "sweep" / "mlflow_parent_run_id").read_text().strip() == parent.info.run_id
+
+    # segexp.compare reads the same store: children best first, only differing params shown.
+    compare = subprocess.run(
+        [sys.executable, "-m", "segexp.compare", f"parent={parent.info.run_id}",
+         "--format", "csv", "--figure", str(tmp_path / "curves.png")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert compare.returncode == 0, compare.stderr[-2000:]
+    lines = list(csv.reader(compare.stdout.strip().splitlines()))
+    header = lines[0]
+    assert header[:4] == ["rank", "run", "status", "best val/mean_iou"]
+    assert "aspp.rates" in header and "trainer.epochs" not in header  # failed jobs log no params
+    ranked = [line[3] for line in lines[1:]]
+    scores = [float(v) for v in ranked if v != "n/a"]
+    assert len(lines) == 5 and scores == sorted(scores, reverse=True) and ranked[-1] == "n/a"
+    assert (tmp_path / "curves.png").stat().st_size > 0
