@@ -72,6 +72,23 @@ def curves_figure(client: MlflowClient, runs: list[Run]) -> object:
     return figure
 
 
+def log_search_results(client: MlflowClient, parent: str, sweep_dir: Path) -> dict | None:
+    """An Optuna sweep's optimization_results.yaml: attached, its best parameters logged as
+    params `best.<name>` and its best value as the metric `best/value`."""
+    results_file = sweep_dir / "optimization_results.yaml"
+    if not results_file.is_file():
+        return None
+    import yaml
+
+    results = yaml.safe_load(results_file.read_text()) or {}
+    client.log_artifact(parent, str(results_file))
+    for name, value in (results.get("best_params") or {}).items():
+        client.log_param(parent, f"best.{name}", value)
+    if results.get("best_value") is not None:
+        client.log_metric(parent, "best/value", float(results["best_value"]))
+    return results
+
+
 def summarize(uri: str, parent: str, sweep_dir: Path, status: str) -> str:
     """Write and log the summary, tag the best child, and end the parent run; return its status.
 
@@ -95,6 +112,7 @@ def summarize(uri: str, parent: str, sweep_dir: Path, status: str) -> str:
         client.log_metric(parent, f"best/{METRIC}", float(best[3]))
         client.set_tag(parent, "segexp.best_child_run_id", best[4])
         client.set_tag(parent, "segexp.best_child", best[1])
+    log_search_results(client, parent, sweep_dir)
     final = "FAILED" if status == "FAILED" or failed else "FINISHED"
     client.set_terminated(parent, final)
     print(

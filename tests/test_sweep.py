@@ -64,3 +64,58 @@ def test_a_sweep_is_one_parent_with_a_child_per_job_and_a_summary(tmp_path, tiny
     scores = [float(v) for v in ranked if v != "n/a"]
     assert len(lines) == 5 and scores == sorted(scores, reverse=True) and ranked[-1] == "n/a"
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def _sweep(tmp_path, tiny_run, *args):
+    base = [
+        a
+        for a in TINY_ARGS
+        if not a.startswith(("tracking.experiment", "backbone=", "trainer.epochs"))
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "segexp.train", "-m", *args, *base, "tracking.log_model=false",
+         f"paths.data_dir={tiny_run.workdir / 'data'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_optuna_search_logs_the_best_parameters_of_its_best_child(tmp_path, tiny_run):
+    done = _sweep(
+        tmp_path, tiny_run, "hparams_search=deeplab_optuna", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.params.backbone='choice(mobilenetv2)'", "trainer.epochs=1",
+        "tracking.experiment=optuna",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("optuna").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("segexp.task") == "sweep")
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(kids) == 2 and all(r.info.status == "FINISHED" for r in kids)
+    best_child = max(
+        max(m.value for m in client.get_metric_history(r.info.run_id, "val/mean_iou")) for r in kids
+    )
+    assert parent.data.metrics["best/value"] == pytest.approx(best_child, abs=1e-9)
+    assert {"best.optimizer", "best.optimizer.learning_rate", "best.aspp"} <= set(
+        parent.data.params
+    )
+
+
+@pytest.mark.slow
+def test_parallel_joblib_jobs_on_a_fresh_store(tmp_path, tiny_run):
+    done = _sweep(
+        tmp_path, tiny_run, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        "backbone=mobilenetv2", "optimizer=adam,sgd", "trainer.epochs=1",
+        "tracking.experiment=parallel",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("parallel").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.params["optimizer._target_"] for r in kids) == [
+        "keras.optimizers.Adam",
+        "keras.optimizers.SGD",
+    ]
+    assert all(len(client.get_metric_history(r.info.run_id, "val/mean_iou")) == 1 for r in kids)
