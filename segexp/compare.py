@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     header, rows = table(client, runs)
     sys.stdout.write(render(header, rows, args.format))
     curves_figure(client, runs).savefig(args.figure, dpi=100)
+    sys.stdout.flush()  # the table first, then the note on stderr
     print(f"curves: {args.figure}", file=sys.stderr)
     return 0
 
