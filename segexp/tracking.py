@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ import mlflow
 import numpy as np
 from matplotlib.figure import Figure
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
@@ -244,7 +246,7 @@ def log_dataset(
 
     source = LocalArtifactDatasetSource(str(Path(dataset.root or ".").resolve()))
     for split_name, split in dataset.splits.items():
-        mlflow.log_input(
+        _log_input_retrying(
             MetaDataset(source=source, name=f"{dataset.name}-{split_name}", digest=digest),
             context=split_name,
             tags={"images": str(len(split))},
@@ -257,6 +259,19 @@ def log_dataset(
         },
         "data/class_histogram.json",
     )
+
+
+def _log_input_retrying(dataset: object, context: str, tags: dict, attempts: int = 5) -> None:
+    """mlflow.log_input, retried: parallel jobs logging the same dataset race to insert its row
+    into a SQLite store (UNIQUE constraint failed); the retry finds the row the winner wrote."""
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context, tags=tags)
+            return
+        except MlflowException as err:
+            if "UNIQUE constraint failed" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def log_skipped_files(skipped: Mapping[Path, str]) -> None:

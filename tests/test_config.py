@@ -47,6 +47,8 @@ def test_every_option_of_every_group_composes_and_validates(compose_train, group
     validate_config(cfg)
     if group == "experiment":  # a preset merges into the root (# @package _global_)
         assert cfg.task_name == option
+    elif group == "hparams_search":  # sets hydra.sweeper only (# @package _global_)
+        assert cfg.task_name == "train"
     else:
         assert cfg[group] is not None
 
