@@ -1,8 +1,10 @@
 """What every `python -m segexp.<command>` shares: TensorFlow settings, one-line errors, checks."""
 
+import functools
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 
@@ -25,6 +27,19 @@ def configure_tensorflow_env() -> None:
 def error_lines(err: SegexpError) -> str:
     """One 'error: ...' line per problem."""
     return "\n".join(f"error: {line}" for line in str(err).splitlines())
+
+
+def one_line_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap a Hydra task so a SegexpError ends the command with its `error:` lines, exit 1."""
+
+    @functools.wraps(task)
+    def wrapped(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except SegexpError as err:
+            raise SystemExit(error_lines(err)) from None
+
+    return wrapped
 
 
 def command_line_overrides() -> list[str]:

@@ -11,7 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from segexp.cli import configure_tensorflow_env, error_lines, overridden, run_app
+from segexp.cli import configure_tensorflow_env, one_line_errors, overridden, run_app
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.validate import validate_inference_config
 from segexp.errors import SegexpError
@@ -119,12 +119,10 @@ def evaluate(cfg: DictConfig) -> float:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+@one_line_errors
 def main(cfg: DictConfig) -> float:
     """Hydra task: evaluate one model; the returned float is the mean IoU."""
-    try:
-        return evaluate(cfg)
-    except SegexpError as err:
-        raise SystemExit(error_lines(err)) from None
+    return evaluate(cfg)
 
 
 def cli() -> None:

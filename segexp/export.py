@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from segexp.cli import configure_tensorflow_env, error_lines, run_app
+from segexp.cli import configure_tensorflow_env, one_line_errors, run_app
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.validate import validate_inference_config
 from segexp.errors import SegexpError
@@ -42,12 +42,10 @@ def export(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     """Hydra task: export one model."""
-    try:
-        export(cfg)
-    except SegexpError as err:
-        raise SystemExit(error_lines(err)) from None
+    export(cfg)
 
 
 def cli() -> None:

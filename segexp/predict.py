@@ -10,7 +10,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from segexp.cli import configure_tensorflow_env, error_lines, run_app
+from segexp.cli import configure_tensorflow_env, one_line_errors, run_app
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.validate import validate_inference_config
 from segexp.errors import SegexpError
@@ -94,12 +94,10 @@ def predict(cfg: DictConfig) -> int:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     """Hydra task: predict every input image."""
-    try:
-        predict(cfg)
-    except SegexpError as err:
-        raise SystemExit(error_lines(err)) from None
+    predict(cfg)
 
 
 def cli() -> None:
