@@ -22,6 +22,7 @@ from segexp.data.pipeline import FileProblems, make_dataset
 from segexp.data.registry import build_dataset
 from segexp.errors import SegexpError
 from segexp.evaluation import Evaluator
+from segexp.interrupts import stop_on_signals
 from segexp.models.deeplabv3plus import build_deeplabv3plus
 from segexp.trainer import EarlyStop, TrainResult, Validation, Watch, compile_model, fit
 
@@ -108,6 +109,7 @@ def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
 
 
 def log_figures(
+    outbox: tracking.Outbox,
     model: keras.Model,
     val_data: tf.data.Dataset,
     dataset: SegmentationDataset,
@@ -115,7 +117,7 @@ def log_figures(
     samples: int,
 ) -> None:
     """Learning curves, and the first `samples` val images with truth and prediction overlaid."""
-    tracking.log_figure(plots.learning_curves(history), "plots/learning_curves.png")
+    tracking.log_figure(outbox, plots.learning_curves(history), "plots/learning_curves.png")
     images, labels = next(iter(val_data.unbatch().batch(samples)))
     predicted = keras.ops.convert_to_numpy(keras.ops.argmax(model(images), axis=-1))
     figure = plots.prediction_figure(
@@ -126,35 +128,65 @@ def log_figures(
         dataset.class_names,
         dataset.ignore_index,
     )
-    tracking.log_figure(figure, "plots/val_predictions.png")
+    tracking.log_figure(outbox, figure, "plots/val_predictions.png")
+
+
+def open_run(
+    cfg: DictConfig, run_name: str | None, parent_run_id: str | None, resume: bool
+) -> tracking.Outbox:
+    """A new MLflow run for the job, or with `resume` the output folder's run, RUNNING again."""
+    output_dir = Path(cfg.paths.output_dir)
+    if resume:
+        return tracking.reopen_run(output_dir)
+    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
+    experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment)
+    tags = tracking.run_tags(cfg.dataset.name, output_dir)
+    return tracking.open_run(
+        uri, experiment_id, cfg.tracking.run_name or run_name, tags, output_dir, parent_run_id
+    )
+
+
+def check_tracking(cfg: DictConfig, resume: bool) -> None:
+    """Fail in seconds, naming the URI, when the store cannot be used (before any heavy work)."""
+    if resume:
+        tracking.check_store(tracking.RunLink.load(Path(cfg.paths.output_dir)).tracking_uri)
+        return
+    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
+    tracking.check_store(uri)
+    tracking.ensure_experiment(uri, cfg.tracking.experiment)
 
 
 def run_training(
-    cfg: DictConfig, run_name: str | None, parent_run_id: str | None = None
+    cfg: DictConfig,
+    run_name: str | None,
+    parent_run_id: str | None = None,
+    resume: bool = False,
 ) -> JobResult:
-    """Train one configuration inside one MLflow run; the run ends FAILED if anything raises."""
+    """Train one configuration inside one MLflow run; the run ends FINISHED, KILLED (SIGINT,
+    SIGTERM: the state is saved) or FAILED. With `resume`, continue the run of the output
+    folder from its saved state."""
     output_dir = Path(cfg.paths.output_dir)
-    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
-    tracking.check_store(uri)
-    experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment)
+    check_tracking(cfg, resume)
     dataset = load_dataset(cfg)
     skip_corrupt = bool(cfg.dataset.skip_corrupt)
     problems = FileProblems()
     histograms = class_histograms(dataset, skip_corrupt, problems)
 
-    tags = tracking.run_tags(dataset.name, output_dir)
-    with tracking.run(
-        experiment_id, cfg.tracking.run_name or run_name, tags, parent_run_id
-    ) as active:
+    outbox = open_run(cfg, run_name, parent_run_id, resume)
+    with tracking.finishing(outbox, cfg.tracking.retry_timeout_s):
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        tracking.log_config(resolved)
-        tracking.log_resolved_config(resolved)
-        tracking.log_dataset(dataset, dataset_digest(dataset), histograms)
+        tracking.log_config(outbox, resolved)
+        tracking.log_resolved_config(outbox, resolved)
+        tracking.log_dataset(outbox, dataset, dataset_digest(dataset), histograms)
         tracking.log_figure(
+            outbox,
             plots.class_histogram(dataset.class_names, histograms, dataset.colormap),
             "data/class_histogram.png",
         )
+        outbox.flush()
         keras.utils.set_random_seed(cfg.trainer.seed)
+        if cfg.trainer.deterministic:
+            tf.config.experimental.enable_op_determinism()
         augment = AugmentOptions.from_config(OmegaConf.to_container(cfg.augment, resolve=True))
         common = dict(
             dataset=dataset,
@@ -164,7 +196,13 @@ def run_training(
             skip_corrupt=skip_corrupt,
             problems=problems,
         )
-        train_data = make_dataset(dataset.split("train"), training=True, augment=augment, **common)
+
+        def train_batches(epoch: int, skip: int) -> tf.data.Dataset:
+            return make_dataset(
+                dataset.split("train"), training=True, augment=augment, epoch=epoch,
+                skip_batches=skip, **common,
+            )  # fmt: skip
+
         val_data = make_dataset(dataset.split("val"), training=False, **common)  # for figures
         validation = Validation(
             Evaluator(
@@ -180,7 +218,7 @@ def run_training(
         )
 
         model = build_model(cfg, dataset.num_classes)
-        tracking.log_model_size(model)
+        tracking.log_model_size(outbox, model)
         steps_per_epoch = max(1, len(dataset.split("train")) // cfg.trainer.batch_size)
         learning_rate = instantiate(
             cfg.schedule,
@@ -197,29 +235,38 @@ def run_training(
         optimizer = instantiate(cfg.optimizer, learning_rate=learning_rate)
         compile_model(model, optimizer, loss, dataset.num_classes, dataset.ignore_index)
         try:
-            result = fit(
-                model,
-                train_data,
-                validation,
-                epochs=cfg.trainer.epochs,
-                checkpoint_dir=Path(cfg.trainer.checkpoint_dir),
-                callbacks=[tracking.EpochLogger(extra=lambda: validation.class_metrics)],
-                verbose=cfg.trainer.verbose,
-                best=Watch(cfg.trainer.best.monitor, cfg.trainer.best.mode),
-                early_stop=early_stop(cfg),
-            )
+            with stop_on_signals() as stop:
+                result = fit(
+                    model,
+                    train_batches,
+                    steps_per_epoch,
+                    validation,
+                    epochs=cfg.trainer.epochs,
+                    checkpoint_dir=Path(cfg.trainer.checkpoint_dir),
+                    stop=stop,
+                    listeners=[tracking.EpochLogger(outbox)],
+                    verbose=cfg.trainer.verbose,
+                    best=Watch(cfg.trainer.best.monitor, cfg.trainer.best.mode),
+                    early_stop=early_stop(cfg),
+                    resume=resume,
+                )
             log_figures(
-                model, val_data, dataset, result.history, cfg.tracking.num_prediction_samples
+                outbox,
+                model,
+                val_data,
+                dataset,
+                result.history,
+                cfg.tracking.num_prediction_samples,
             )
         except tf.errors.OpError:
             if problems.fatal is not None:  # a data file broke the input pipeline: name it
                 raise problems.fatal from None
             raise
         finally:
-            tracking.log_skipped_files(problems.skipped)
-        tracking.log_files(result.best_checkpoint, output_dir / ".hydra")
+            tracking.log_skipped_files(outbox, problems.skipped)
+        tracking.log_files(outbox, result.best_checkpoint, output_dir / ".hydra")
         if cfg.tracking.log_model:
-            tracking.log_segmentation_model(
+            outbox.model(
                 result.last_checkpoint,
                 {
                     "image_size": cfg.image_size,
@@ -233,4 +280,4 @@ def run_training(
                     "input": "uint8 RGB (N, H, W, 3), any height and width",
                 },
             )
-        return JobResult(run_id=active.info.run_id, tracking_uri=uri, train=result)
+    return JobResult(run_id=outbox.link.run_id, tracking_uri=outbox.link.tracking_uri, train=result)

@@ -1,7 +1,10 @@
 """Where the MLflow store is and whether it can be used; imports no TensorFlow, so commands
 that only read or set up the store (compare, the sweep callback) start fast."""
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -62,10 +65,46 @@ def check_store(uri: str, timeout_s: float = 5.0) -> None:
             raise SegexpError(f"{source}={uri}: the folder {folder} does not exist")
 
 
+@contextmanager
+def _creation_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store: hold <db>.lock while MLflow creates or migrates its tables, which
+    several jobs starting at once on a new store would otherwise do in parallel and fail."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """Return the id of experiment `name`, creating it (with an explicit artifact folder)."""
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    with _creation_lock(uri), failing_when_locked(uri):
+        return _ensure_experiment(MlflowClient(uri), uri, name)
+
+
+@contextmanager
+def failing_when_locked(uri: str) -> Iterator[None]:
+    """Turn SQLite's "database is locked" (after its own busy wait) into a message naming the
+    store: another process holds a write lock on it for too long."""
+    try:
+        yield
+    except Exception as err:
+        if "database is locked" not in str(err):
+            raise
+        raise SegexpError(
+            f"tracking store {uri} stayed locked by another process past SQLite's busy timeout; "
+            "find the process holding it (e.g. an open sqlite3 shell or a stuck job) or use a "
+            "tracking server for many parallel jobs"
+        ) from None
+
+
+def _ensure_experiment(client: MlflowClient, uri: str, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:

@@ -1,10 +1,14 @@
-"""MLflow tracking: where the store is, one run per job, and what a run records."""
+"""MLflow tracking: where the store is, one run per job, and what a run records.
+
+Everything after the run is opened goes through the run's Outbox (segexp.outbox): written to the
+output folder first, then sent, so a tracking server that goes away loses nothing.
+"""
 
 import json
 import subprocess
-import time
+import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,44 +16,66 @@ from typing import Any
 import keras
 import mlflow
 import numpy as np
+import yaml
 from matplotlib.figure import Figure
-from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 import segexp
 from segexp.data.dataset import SegmentationDataset
+from segexp.errors import SegexpError
+from segexp.interrupts import Interrupted
+from segexp.outbox import RESOLVED_CONFIG, Outbox, RunLink  # RESOLVED_CONFIG: re-exported
 from segexp.store import (  # noqa: F401  (re-exported: where the store is, fail fast)
     artifact_location_for,
     check_store,
     ensure_experiment,
+    failing_when_locked,
     resolve_tracking_uri,
     ui_command,
 )
+from segexp.trainer import metric_names  # noqa: F401  (re-exported)
 
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value's length
 MAX_PARAM_KEY = 250
 _PACKAGE_DIR = Path(segexp.__file__).resolve().parent
 
 
-@contextmanager
-def run(
+def open_run(
+    uri: str,
     experiment_id: str,
     run_name: str | None,
     tags: Mapping[str, str],
+    output_dir: Path,
     parent_run_id: str | None = None,
-) -> Iterator[Run]:
-    """Open an MLflow run for the block (nested under `parent_run_id` in a sweep); it ends
-    FINISHED, or FAILED if the block raises."""
-    with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=run_name,
-        tags=dict(tags),
-        parent_run_id=parent_run_id,
-    ) as active:
-        yield active
+) -> Outbox:
+    """Create the job's MLflow run (a child of `parent_run_id` in a sweep), note it in the output
+    folder (tracking/run.json, what resume and segexp.sync read) and return its outbox."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    all_tags = resolve_tags(dict(tags))  # user, source, as mlflow.start_run would add
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    with failing_when_locked(uri):
+        created = MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=all_tags)
+    link = RunLink(uri, experiment_id, created.info.run_id)
+    link.save(output_dir)
+    return Outbox(output_dir, link)
+
+
+def reopen_run(output_dir: Path) -> Outbox:
+    """Mark the run an output folder belongs to RUNNING again (resume) and return its outbox."""
+    link = RunLink.load(output_dir)
+    check_store(link.tracking_uri)
+    client = MlflowClient(link.tracking_uri)
+    try:
+        client.update_run(link.run_id, status="RUNNING")
+    except Exception as err:  # noqa: BLE001
+        raise SegexpError(
+            f"cannot resume run {link.run_id} in {link.tracking_uri}: {str(err).splitlines()[0]}"
+        ) from None
+    return Outbox(output_dir, link)
 
 
 def record_failed_job(
@@ -97,17 +123,16 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return flat
 
 
-def log_config(config: Mapping[str, Any]) -> None:
-    """Log the resolved config as params, one per leaf key (MLflow batches them by 100)."""
-    mlflow.log_params(flatten_params(config))
+def log_config(outbox: Outbox, config: Mapping[str, Any]) -> None:
+    """Log the resolved config as params, one per leaf key (`resume` left out: it is how the
+    run was started, not what it trains)."""
+    outbox.params(flatten_params({k: v for k, v in config.items() if k != "resume"}))
 
 
-RESOLVED_CONFIG = "config/resolved.yaml"  # artifact that evaluate/predict read a run's data from
-
-
-def log_resolved_config(config: Mapping[str, Any]) -> None:
-    """Attach the resolved config (interpolations filled in) as config/resolved.yaml."""
-    mlflow.log_dict(dict(config), RESOLVED_CONFIG)
+def log_resolved_config(outbox: Outbox, config: Mapping[str, Any]) -> None:
+    """Attach the resolved config (interpolations filled in) as config/resolved.yaml; the copy
+    in the output folder is what `resume=` trains on."""
+    outbox.text(yaml.safe_dump(dict(config), sort_keys=False), RESOLVED_CONFIG)
 
 
 def git_commit(path: Path = _PACKAGE_DIR) -> str | None:
@@ -142,59 +167,54 @@ def run_tags(dataset: str, output_dir: Path) -> dict[str, str]:
     return tags
 
 
-def metric_names(logs: Mapping[str, float]) -> dict[str, float]:
-    """Keras log names -> segexp's: val_x -> val/x, x -> train/x, learning_rate -> lr."""
-    renamed = {}
-    for key, value in logs.items():
-        if key in ("learning_rate", "lr"):
-            renamed["lr"] = float(value)
-        elif key.startswith("val_"):
-            renamed[f"val/{key.removeprefix('val_')}"] = float(value)
-        else:
-            renamed[f"train/{key}"] = float(value)
-    return renamed
+class EpochLogger:
+    """Sends each epoch's metrics (step = epoch) through the outbox; a store that is down or
+    locked only delays them to the next epoch end."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.warned = False
+
+    def __call__(self, epoch: int, metrics: Mapping[str, float], timestamp: int) -> None:
+        self.outbox.metrics(metrics, step=epoch, timestamp=timestamp)
+        sent = self.outbox.flush()
+        if not sent and not self.warned:
+            print(
+                f"warning: tracking store {self.outbox.link.tracking_uri} is not answering; "
+                f"training goes on, records wait in {self.outbox.folder}",
+                file=sys.stderr,
+            )
+        self.warned = not sent
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs each epoch's metrics and learning rate to the active run in one batch (step=epoch).
-
-    `extra` returns metrics kept out of the Keras logs (per-class IoUs), already named.
-    """
-
-    def __init__(self, extra: Callable[[], Mapping[str, float]] | None = None) -> None:
-        super().__init__()
-        self.extra = extra
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
-        metrics = metric_names(logs or {})
-        if self.extra is not None:
-            metrics.update(self.extra())
-        metrics.setdefault("lr", float(self.model.optimizer.learning_rate))
-        mlflow.log_metrics(metrics, step=epoch + 1)
-
-
-def log_model_size(model: keras.Model) -> None:
+def log_model_size(outbox: Outbox, model: keras.Model) -> None:
     """Record total and trainable parameter counts as params."""
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    mlflow.log_params(
-        {"model.total_params": model.count_params(), "model.trainable_params": trainable}
-    )
+    outbox.params({"model.total_params": model.count_params(), "model.trainable_params": trainable})
 
 
-def log_figure(figure: Figure, path: str) -> None:
-    """Save a matplotlib figure as a PNG artifact."""
-    mlflow.log_figure(figure, path)
+def log_figure(outbox: Outbox, figure: Figure, path: str) -> None:
+    """Save a matplotlib figure as a PNG in the output folder and as an artifact."""
+    import matplotlib.pyplot as plt
+
+    local = outbox.files / path
+    local.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(local)
+    plt.close(figure)
+    folder = str(Path(path).parent)
+    outbox.artifact(local, None if folder == "." else folder)
 
 
-def log_files(checkpoint: Path, hydra_dir: Path) -> None:
+def log_files(outbox: Outbox, checkpoint: Path, hydra_dir: Path) -> None:
     """Attach the best checkpoint and the run's .hydra/ folder (composed config, overrides)."""
-    mlflow.log_artifact(str(checkpoint), artifact_path="checkpoints")
+    outbox.artifact(checkpoint, "checkpoints")
     if hydra_dir.is_dir():
-        mlflow.log_artifacts(str(hydra_dir), artifact_path=".hydra")
+        outbox.artifact(hydra_dir, ".hydra")
 
 
-def log_segmentation_model(checkpoint: Path, config: Mapping[str, Any]) -> None:
-    """Log the model as a pyfunc model: uint8 RGB (N, H, W, 3) of any size -> (N, H, W) class ids.
+def log_segmentation_model(link: RunLink, checkpoint: Path, config: Mapping[str, Any]) -> None:
+    """Log the model to run `run_id` as a pyfunc model: uint8 RGB (N, H, W, 3) of any size ->
+    (N, H, W) class ids. Called by the outbox when it sends a model record.
 
     The Keras checkpoint is its artifact and `config` (image size, stride, class names,
     colormap, ...) its model config and metadata; segexp's code travels with it (code_paths).
@@ -205,16 +225,23 @@ def log_segmentation_model(checkpoint: Path, config: Mapping[str, Any]) -> None:
     )
     with warnings.catch_warnings():  # the signature is explicit; no example image is needed
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
-        _log_pyfunc(checkpoint, config, signature)
+        _log_pyfunc(link, checkpoint, config, signature)
 
 
-def _log_pyfunc(checkpoint: Path, config: Mapping[str, Any], signature: ModelSignature) -> None:
+def _log_pyfunc(
+    link: RunLink, checkpoint: Path, config: Mapping[str, Any], signature: ModelSignature
+) -> None:
     import tensorflow as tf
 
     from segexp.serving import KERAS_ARTIFACT, SegmentationModel
 
-    mlflow.pyfunc.log_model(
+    mlflow.set_tracking_uri(link.tracking_uri)
+    mlflow.set_experiment(experiment_id=link.experiment_id)  # where the logged model goes
+    Model.log(  # mlflow.pyfunc.log_model, for a given run rather than the active one
+        artifact_path=None,
         name="model",
+        flavor=mlflow.pyfunc,
+        run_id=link.run_id,
         python_model=SegmentationModel(),
         artifacts={KERAS_ARTIFACT: str(checkpoint)},
         model_config=dict(config),
@@ -237,46 +264,71 @@ def _version(package: str) -> str:
 
 
 def log_dataset(
-    dataset: SegmentationDataset, digest: str, histograms: Mapping[str, np.ndarray]
+    outbox: Outbox,
+    dataset: SegmentationDataset,
+    digest: str,
+    histograms: Mapping[str, np.ndarray],
 ) -> None:
     """Record the data as MLflow dataset inputs (one per split, sharing the digest) and the
     per-class pixel histogram as data/class_histogram.json."""
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.data.sources import LocalArtifactDatasetSource
+    source = str(Path(dataset.root or ".").resolve())
+    outbox.inputs(
+        [
+            {
+                "name": f"{dataset.name}-{split_name}",
+                "digest": digest,
+                "source": source,
+                "context": split_name,
+                "tags": {"images": str(len(split))},
+            }
+            for split_name, split in dataset.splits.items()
+        ]
+    )
+    histogram = {
+        "digest": digest,
+        "class_names": list(dataset.class_names),
+        "pixels": {name: [int(v) for v in counts] for name, counts in histograms.items()},
+    }
+    outbox.text(json.dumps(histogram, indent=2), "data/class_histogram.json")
 
-    source = LocalArtifactDatasetSource(str(Path(dataset.root or ".").resolve()))
-    for split_name, split in dataset.splits.items():
-        _log_input_retrying(
-            MetaDataset(source=source, name=f"{dataset.name}-{split_name}", digest=digest),
-            context=split_name,
-            tags={"images": str(len(split))},
-        )
-    mlflow.log_dict(
-        {
-            "digest": digest,
-            "class_names": list(dataset.class_names),
-            "pixels": {name: [int(v) for v in counts] for name, counts in histograms.items()},
-        },
-        "data/class_histogram.json",
+
+def log_skipped_files(outbox: Outbox, skipped: Mapping[Path, str]) -> None:
+    """Count of corrupt files skipped (dataset.skip_corrupt), and their list when there are any."""
+    outbox.metrics({"data/skipped_files": len(skipped)}, step=0)
+    if skipped:
+        lines = [f"{path}: {reason}" for path, reason in sorted(skipped.items())]
+        outbox.text("\n".join(lines) + "\n", "data/skipped_files.txt")
+
+
+def unsent_message(outbox: Outbox, waited_s: float) -> str:
+    """What waits in the outbox, why, and how to send it."""
+    uri = outbox.link.tracking_uri
+    why = "stayed locked" if uri.startswith("sqlite:") else "did not answer"
+    return (
+        f"tracking store {uri} {why} for {waited_s:g} s: {len(outbox.pending())} record(s) of "
+        f"run {outbox.link.run_id} are kept in {outbox.folder}. Send them with: "
+        f"python -m segexp.sync {outbox.output_dir}"
     )
 
 
-def _log_input_retrying(dataset: object, context: str, tags: dict, attempts: int = 5) -> None:
-    """mlflow.log_input, retried: parallel jobs logging the same dataset race to insert its row
-    into a SQLite store (UNIQUE constraint failed); the retry finds the row the winner wrote."""
-    for attempt in range(attempts):
-        try:
-            mlflow.log_input(dataset, context=context, tags=tags)
-            return
-        except MlflowException as err:
-            if "UNIQUE constraint failed" not in str(err) or attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-
-
-def log_skipped_files(skipped: Mapping[Path, str]) -> None:
-    """Count of corrupt files skipped (dataset.skip_corrupt), and their list when there are any."""
-    mlflow.log_metric("data/skipped_files", len(skipped))
-    if skipped:
-        lines = [f"{path}: {reason}" for path, reason in sorted(skipped.items())]
-        mlflow.log_text("\n".join(lines) + "\n", "data/skipped_files.txt")
+@contextmanager
+def finishing(outbox: Outbox, timeout_s: float) -> Iterator[None]:
+    """End the run with the block: FINISHED, KILLED (a signal) or FAILED (an error), after
+    everything recorded is sent; waits up to `timeout_s` for a down or locked store, then
+    fails a finished job with the sync command (records stay in the output folder)."""
+    status = "FINISHED"
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt):
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        outbox.status(status)
+        wait_s = timeout_s if status == "FINISHED" else min(timeout_s, 10)
+        if not outbox.flush_or_wait(wait_s):
+            if status == "FINISHED":
+                raise SegexpError(unsent_message(outbox, wait_s))
+            print(f"warning: {unsent_message(outbox, wait_s)}", file=sys.stderr)

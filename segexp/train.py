@@ -4,6 +4,7 @@ This module imports no TensorFlow at import time, so `--cfg job` and config erro
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,6 +14,8 @@ from segexp.cli import configure_tensorflow_env, error_lines, run_app
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.validate import config_warnings
 from segexp.errors import SegexpError
+from segexp.resume import check_overrides, find_run_folder, resume_command, resumed_config
+from segexp.store import resolve_tracking_uri
 from segexp.sweep import parent_run_id
 
 # Overrides that say where things go, not what is trained: left out of the run name.
@@ -25,17 +28,38 @@ def run_name_from_overrides(overrides: list[str]) -> str | None:
     return " ".join(kept) or None
 
 
+def resume_target(cfg: DictConfig) -> tuple[DictConfig, bool]:
+    """With resume=: the run's own config (and True); else `cfg` unchanged (and False)."""
+    target = OmegaConf.select(cfg, "resume")
+    if not target:
+        return cfg, False
+    check_overrides(list(HydraConfig.get().overrides.task))
+    uri = resolve_tracking_uri(OmegaConf.select(cfg, "tracking.uri"), Path.cwd())
+    folder = find_run_folder(str(target), uri)
+    return resumed_config(folder, str(target)), True
+
+
 def train(cfg: DictConfig) -> float:
     """Validate, train and log one run; return its best val mean IoU (what sweepers optimize)."""
+    cfg, resume = resume_target(cfg)
     validate_config(cfg)
     for warning in config_warnings(cfg):
         print(f"warning: {warning}", file=sys.stderr)
     configure_tensorflow_env()
     from segexp.experiment import run_training  # imports TensorFlow
+    from segexp.interrupts import Interrupted
     from segexp.tracking import ui_command
 
     run_name = run_name_from_overrides(list(HydraConfig.get().overrides.task))
-    job = run_training(cfg, run_name, parent_run_id())
+    try:
+        job = run_training(cfg, run_name, parent_run_id(), resume=resume)
+    except Interrupted as stop:
+        print(
+            f"\nsegexp: {stop}; the run is marked KILLED and its state is saved.\n"
+            f"  to continue it: {resume_command(Path(cfg.paths.output_dir))}",
+            file=sys.stderr,
+        )
+        raise SystemExit(stop.exit_code) from None
     best = job.train
     print(
         f"\nsegexp: run {job.run_id} finished (experiment '{cfg.tracking.experiment}')\n"
@@ -66,8 +90,6 @@ def main(cfg: DictConfig) -> float:
 
 
 def _record_failed_job(cfg: DictConfig, parent: str, error: str) -> None:
-    from pathlib import Path
-
     from segexp.tracking import record_failed_job, resolve_tracking_uri
 
     run_name = run_name_from_overrides(list(HydraConfig.get().overrides.task))

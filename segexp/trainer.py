@@ -1,18 +1,39 @@
-"""Compile and fit a segmentation model, keeping the best (by any val metric) and last checkpoints,
-with optional early stopping."""
+"""Compile and fit a segmentation model one epoch at a time, keeping the best (by any val metric)
+and last checkpoints and a resumable training state; early stopping, NaN/Inf loss detection and
+interrupts (SIGINT/SIGTERM) are handled at step and epoch boundaries."""
 
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from segexp import atomic, faults
+from segexp.errors import SegexpError
 from segexp.evaluation import Evaluator
 from segexp.inference import Predictor
+from segexp.interrupts import StopRequest
 from segexp.metrics import SegmentationScores
+from segexp.train_state import Progress, has_state, load_state, save_state
 
 MEAN_IOU = "val_mean_iou"  # Keras' log name of val/mean_iou
+
+
+def metric_names(logs: Mapping[str, float]) -> dict[str, float]:
+    """Keras log names -> segexp's: val_x -> val/x, x -> train/x, learning_rate -> lr."""
+    renamed = {}
+    for key, value in logs.items():
+        if key in ("learning_rate", "lr"):
+            renamed["lr"] = float(value)
+        elif key.startswith("val_"):
+            renamed[f"val/{key.removeprefix('val_')}"] = float(value)
+        else:
+            renamed[f"train/{key}"] = float(value)
+    return renamed
 
 
 def keras_name(metric: str) -> str:
@@ -39,6 +60,16 @@ class Watch:
         pick = max if self.mode == "max" else min
         return pick(range(len(values)), key=values.__getitem__)
 
+    def improves(self, value: float, reference: float | None, min_delta: float = 0.0) -> bool:
+        """Whether `value` beats `reference` by more than min_delta (NaN never does)."""
+        if math.isnan(value):
+            return False
+        if reference is None:
+            return True
+        if self.mode == "max":
+            return value - min_delta > reference
+        return value + min_delta < reference
+
 
 @dataclass(frozen=True)
 class EarlyStop:
@@ -60,6 +91,15 @@ class TrainResult:
     best_checkpoint: Path
     last_checkpoint: Path
     epochs_run: int
+    stopped_early: bool = False
+
+
+class NumericalError(SegexpError):
+    """The training loss became NaN or Inf."""
+
+
+EpochBatches = Callable[[int, int], tf.data.Dataset]  # (epoch, batches to skip) -> its batches
+EpochListener = Callable[[int, dict[str, float], int], None]  # (epoch 1-based, metrics, ms)
 
 
 def compile_model(
@@ -116,51 +156,201 @@ class Validation(keras.callbacks.Callback):
                 logs[keras_name(metric)] = flat.get(metric, float("nan"))
 
 
+@dataclass
+class _Run:
+    """What the per-step and per-epoch callbacks of one fit share."""
+
+    model: keras.Model
+    checkpoint_dir: Path
+    steps_per_epoch: int
+    epochs: int
+    progress: Progress
+    validation: Validation
+    best: Watch
+    early_stop: EarlyStop | None
+    stop: StopRequest
+    listeners: Sequence[EpochListener]
+
+    @property
+    def best_path(self) -> Path:
+        return self.checkpoint_dir / "best.keras"
+
+    @property
+    def last_path(self) -> Path:
+        return self.checkpoint_dir / "last.keras"
+
+    def last_good(self) -> str:
+        done = self.progress.epochs_done
+        if not has_state(self.checkpoint_dir):
+            return "no checkpoint was written yet"
+        return f"the last good state (after epoch {done}) is in {self.checkpoint_dir}"
+
+
+class _StepGuard(keras.callbacks.Callback):
+    """Per batch: stop on a NaN/Inf loss, take a requested interrupt at the step's end (saving
+    the state), and on a resumed partial epoch add back the train metrics' earlier sums."""
+
+    def __init__(self, run: _Run, epoch: int, skipped: int, metric_sums: list[np.ndarray]):
+        super().__init__()
+        self.run, self.epoch, self.skipped, self.metric_sums = run, epoch, skipped, metric_sums
+
+    def _global_step(self, batch: int) -> int:
+        return self.epoch * self.run.steps_per_epoch + self.skipped + batch + 1
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if faults.poisons_step(self._global_step(batch)):
+            for variable in self.model.trainable_variables:
+                variable.assign(keras.ops.full(variable.shape, float("nan"), variable.dtype))
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        step = self.skipped + batch + 1
+        if not math.isfinite(loss):
+            raise NumericalError(
+                f"the training loss is {loss} at epoch {self.epoch + 1}, step {step} of "
+                f"{self.run.steps_per_epoch}: training stopped, {self.run.last_good()}. Usual "
+                "causes: a learning rate too high (try optimizer.learning_rate 10x lower or a "
+                "schedule with warmup), float16 mixed precision without loss scaling, or "
+                "inputs/labels out of range"
+            )
+        if self.metric_sums and batch == 0:
+            self._restore_metric_sums()
+        faults.after_step(self._global_step(batch))
+        if self.run.stop.requested:
+            progress = self.run.progress
+            progress.epochs_done, progress.steps_done = self.epoch, step
+            sums = [keras.ops.convert_to_numpy(v.value) for v in self.model.metrics_variables]
+            save_state(self.run.checkpoint_dir, self.model, progress, sums)
+            raise self.run.stop.interrupted(
+                f"at epoch {self.epoch + 1}, step {step} of {self.run.steps_per_epoch}"
+            )
+
+    def _restore_metric_sums(self) -> None:
+        variables = self.model.metrics_variables
+        if len(variables) != len(self.metric_sums):
+            raise SegexpError(
+                f"the saved train metric state has {len(self.metric_sums)} variables, the "
+                f"compiled model {len(variables)}: resume with the run's own config"
+            )
+        for variable, saved in zip(variables, self.metric_sums, strict=True):
+            variable.assign(variable.value + saved)  # running sums and counts add up
+
+
+class _EpochEnd(keras.callbacks.Callback):
+    """After validation: record the epoch, write best/last checkpoints and the state (in that
+    order: the state file is the commit point), tell the listeners, then honour a stop request."""
+
+    def __init__(self, run: _Run) -> None:
+        super().__init__()
+        self.run = run
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        run, progress, logs = self.run, self.run.progress, dict(logs or {})
+        metrics = metric_names(logs)
+        metrics.update(run.validation.class_metrics)
+        metrics.setdefault("lr", _learning_rate(self.model.optimizer))
+        timestamp = int(time.time() * 1000)
+        for key, value in logs.items():
+            progress.history.setdefault(key, []).append(float(value))
+        progress.epochs.append({"metrics": metrics, "timestamp": timestamp})
+        watched = float(logs.get(run.best.key, float("nan")))
+        if run.best.improves(watched, progress.best_value):
+            progress.best_value, progress.best_epoch = watched, epoch + 1
+            _save_model(self.model, run.best_path)
+        _save_model(self.model, run.last_path)
+        if run.early_stop is not None:
+            stop = run.early_stop
+            value = float(logs.get(stop.watch.key, float("nan")))
+            if stop.watch.improves(value, progress.stop_best, stop.min_delta):
+                progress.stop_best, progress.stop_wait = value, 0
+            else:
+                progress.stop_wait += 1
+                if progress.stop_wait >= stop.patience:
+                    progress.stopped_early = True
+                    print(f"\nEpoch {epoch + 1}: early stopping ({stop.watch.metric})")
+        progress.epochs_done, progress.steps_done = epoch + 1, 0
+        save_state(run.checkpoint_dir, self.model, progress)
+        for listener in run.listeners:
+            listener(epoch + 1, metrics, timestamp)
+        if run.stop.requested and epoch + 1 < run.epochs and not progress.stopped_early:
+            raise run.stop.interrupted(f"after epoch {epoch + 1}")
+
+
+class _EpochProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, numbering epochs over the whole run (fit runs one epoch at a time)."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.total_epochs = epochs
+
+    def set_params(self, params: dict) -> None:
+        super().set_params(params)
+        self.epochs = self.total_epochs
+
+
+def _learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def _save_model(model: keras.Model, path: Path) -> None:
+    with atomic.replacing(path) as temporary:
+        model.save(temporary)
+
+
 def fit(
     model: keras.Model,
-    train_data: tf.data.Dataset,
+    batches: EpochBatches,
+    steps_per_epoch: int,
     validation: Validation,
     epochs: int,
     checkpoint_dir: Path,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
+    stop: StopRequest,
+    listeners: Sequence[EpochListener] = (),
     verbose: str | int = "auto",
     best: Watch = Watch(),
     early_stop: EarlyStop | None = None,
+    resume: bool = False,
 ) -> TrainResult:
-    """Train for `epochs` (fewer if early stopping fires), validating after each epoch."""
+    """Train for `epochs` (fewer if early stopping fires), validating after each epoch.
+
+    With `resume`, the state in `checkpoint_dir` (if any) is restored into the compiled model
+    and training continues at the step after it; epoch `e`'s batches come from `batches(e,
+    skip)`, so a resumed epoch sees the same data in the same order.
+    """
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    best_path, last_path = checkpoint_dir / "best.keras", checkpoint_dir / "last.keras"
-    watching = [
-        keras.callbacks.ModelCheckpoint(
-            best_path, monitor=best.key, mode=best.mode, save_best_only=True
-        ),
-        keras.callbacks.ModelCheckpoint(last_path),
-    ]
-    if early_stop is not None:
-        watching.append(
-            keras.callbacks.EarlyStopping(
-                monitor=early_stop.watch.key,
-                mode=early_stop.watch.mode,
-                patience=early_stop.patience,
-                min_delta=early_stop.min_delta,
-                verbose=1,
-            )
+    progress, metric_sums = Progress(), []
+    if resume and has_state(checkpoint_dir):
+        loaded = load_state(checkpoint_dir, model)
+        progress, metric_sums = loaded.progress, loaded.metric_sums
+    run = _Run(
+        model, checkpoint_dir, steps_per_epoch, epochs, progress, validation, best, early_stop,
+        stop, listeners,
+    )  # fmt: skip
+    for epoch in range(progress.epochs_done, epochs):
+        if progress.stopped_early:
+            break
+        skipped = progress.steps_done
+        guard = _StepGuard(run, epoch, skipped, metric_sums if skipped else [])
+        model.fit(
+            batches(epoch, skipped),
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            callbacks=[guard, validation, _EpochEnd(run), _EpochProgbar(epochs)],
+            verbose=verbose,
+            shuffle=False,  # each epoch's order comes from `batches`
         )
-    history = model.fit(
-        train_data,
-        epochs=epochs,
-        callbacks=[validation, *watching, *callbacks],
-        verbose=verbose,
-        shuffle=False,  # the tf.data pipeline reshuffles the training files every epoch
-    ).history
-    watched = history[best.key]
+        metric_sums = []
+    if not progress.epochs:
+        raise SegexpError(f"{checkpoint_dir}: the run has no finished epoch to report")
+    watched = progress.history[best.key]
     best_index = best.best_index(watched)
     return TrainResult(
-        history={key: [float(v) for v in values] for key, values in history.items()},
+        history=progress.history,
         best_epoch=best_index + 1,
         best_value=float(watched[best_index]),
-        best_val_mean_iou=float(max(history[MEAN_IOU])),
-        best_checkpoint=best_path,
-        last_checkpoint=last_path,
-        epochs_run=len(watched),
+        best_val_mean_iou=float(max(progress.history[MEAN_IOU])),
+        best_checkpoint=run.best_path,
+        last_checkpoint=run.last_path,
+        epochs_run=len(progress.epochs),
+        stopped_early=progress.stopped_early,
     )

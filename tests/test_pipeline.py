@@ -66,13 +66,15 @@ def test_training_order_is_reshuffled_each_epoch_and_reproducible(tmp_path, augm
     split = _write_pairs(tmp_path, 12, np.random.default_rng(1), labels=(0, 1))
     labels = _labels()
 
-    def build(seed):
-        return make_dataset(split, labels, 32, 4, training=True, seed=seed, augment=augment)
+    def build(seed, epoch=0, skip=0):
+        return make_dataset(split, labels, 32, 4, training=True, seed=seed, augment=augment,
+                            epoch=epoch, skip_batches=skip)  # fmt: skip
 
-    data = build(7)
-    epoch1, epoch2 = _order(data), _order(data)
+    epoch1, epoch2 = _order(build(7, epoch=0)), _order(build(7, epoch=1))
     assert len(epoch1) == 12 and epoch1 != epoch2, "a new order (and draw) every epoch"
     assert _order(build(7)) == epoch1, "the same seed must give the same epochs"
+    assert _order(build(7, epoch=1)) == epoch2, "any epoch can be rebuilt (resume)"
+    assert _order(build(7, epoch=1, skip=2)) == epoch2[8:], "skipping resumes mid-epoch"
     assert _order(build(8)) != epoch1
     evaluation = make_dataset(split, labels, 32, 4, training=False, seed=7, augment=augment)
     assert _order(evaluation) == _order(evaluation), "evaluation is neither shuffled nor augmented"

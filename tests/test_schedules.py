@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from segexp.interrupts import StopRequest
 from segexp.schedules import WarmupDecay, build
 from segexp.trainer import EarlyStop, Watch, fit
 
@@ -38,6 +39,7 @@ class Scripted(keras.callbacks.Callback):
     def __init__(self, script):
         super().__init__()
         self.script = script
+        self.class_metrics = {}
 
     def on_epoch_end(self, epoch, logs=None):
         logs.update(self.script[epoch])
@@ -49,8 +51,8 @@ def _tiny_fit(tmp_path, script, **kwargs):
     data = tf.data.Dataset.from_tensor_slices(
         (np.ones((8, 3), np.float32), np.zeros((8, 1), np.float32))
     ).batch(4)
-    return fit(model, data, Scripted(script), epochs=len(script), checkpoint_dir=tmp_path,
-               verbose=0, **kwargs)  # fmt: skip
+    return fit(model, lambda epoch, skip: data, 2, Scripted(script), epochs=len(script),
+               checkpoint_dir=tmp_path, stop=StopRequest(), verbose=0, **kwargs)  # fmt: skip
 
 
 def test_best_checkpoint_can_follow_one_class_iou(tmp_path):

@@ -66,6 +66,7 @@ def validate_config(cfg: DictConfig) -> None:
     c.check("trainer.batch_size", lambda v: _is_int(v) and v > 0, positive_int)
     c.check("trainer.seed", _is_int, "must be an integer")
     c.check("trainer.verbose", lambda v: v in ("auto", 0, 1, 2), "must be auto, 0, 1 or 2")
+    c.check("trainer.deterministic", lambda v: isinstance(v, bool), "must be true or false")
     c.check("optimizer.learning_rate", lambda v: _is_number(v) and v > 0, "must be a number > 0")
 
     num_classes = c.check(
@@ -111,6 +112,7 @@ def validate_config(cfg: DictConfig) -> None:
 
     _check_backbone_and_size(c)
     c.check("tracking.num_prediction_samples", lambda v: _is_int(v) and v > 0, positive_int)
+    c.check("tracking.retry_timeout_s", lambda v: _is_number(v) and v >= 0, "must be a number >= 0")
     c.check(
         "tracking.experiment",
         lambda v: isinstance(v, str) and v.strip() != "",

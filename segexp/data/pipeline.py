@@ -89,12 +89,16 @@ def make_dataset(
     augment: AugmentOptions | None = None,
     skip_corrupt: bool = False,
     problems: FileProblems | None = None,
+    epoch: int = 0,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
     """Batches of (float32 image (B, S, S, 3) in 0..255, int32 mask (B, S, S)) for one split.
 
-    Training data is reshuffled every epoch from `seed`, augmented when `augment` is enabled,
-    and drops the last partial batch (BatchNorm with a tiny batch is noisy); evaluation keeps
-    every sample in file order and only resizes.
+    Training data of epoch `epoch` is shuffled and augmented from (`seed`, `epoch`) alone, so
+    any epoch can be rebuilt exactly (a resumed run continues with the same data), and drops
+    the last partial batch (BatchNorm with a tiny batch is noisy); `skip_batches` leaves out the
+    epoch's first batches (those trained before an interrupt). Evaluation keeps every sample in
+    file order and only resizes.
     """
     reader = PairReader(
         dataset.num_classes, dataset.ignore_index, skip_corrupt, problems or FileProblems()
@@ -104,10 +108,13 @@ def make_dataset(
     files = tf.data.Dataset.from_tensor_slices(
         ([str(p) for p in split.images], [str(p) for p in split.masks])
     )
+    epoch_seed = epoch_seed_of(seed, epoch)
     if training:
-        files = files.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    # One seed pair per sample, new every epoch, the same across runs with the same seed.
-    sample_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        files = files.shuffle(len(split), seed=epoch_seed, reshuffle_each_iteration=False)
+    # One seed pair per sample: (the epoch's seed, its position in the epoch).
+    sample_seeds = tf.data.Dataset.range(len(split)).map(
+        lambda i: tf.stack([tf.constant(epoch_seed, tf.int64), i])
+    )
 
     def load(
         paths: tuple[tf.Tensor, tf.Tensor], sample_seed: tf.Tensor
@@ -132,10 +139,19 @@ def make_dataset(
             image, mask = resize_pair(image, mask, image_size, image_size)
         return image, mask, ok
 
-    pairs = tf.data.Dataset.zip(files, sample_seeds).map(
-        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    samples = tf.data.Dataset.zip(files, sample_seeds)
+    if skip_batches and not skip_corrupt:  # every batch is full: skip the files unread
+        samples = samples.skip(skip_batches * batch_size)
+    pairs = samples.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if skip_corrupt:
         pairs = pairs.filter(lambda image, mask, ok: ok)
     pairs = pairs.map(lambda image, mask, ok: (image, mask))
-    return pairs.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+    batches = pairs.batch(batch_size, drop_remainder=training)
+    if skip_batches and skip_corrupt:  # skipped files make batches uneven: count them read
+        batches = batches.skip(skip_batches)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_seed_of(seed: int, epoch: int) -> int:
+    """The shuffle and augmentation seed of one epoch: distinct per (seed, epoch), stable."""
+    return (seed * 1_000_003 + epoch * 7_919 + 1) % (2**31 - 1)

@@ -1,0 +1,47 @@
+"""Fault injection for the reliability tests: SEGEXP_FAULT=<fault>:<number> makes a training
+process fail at an exact, repeatable point. Unset (always, outside tests), it does nothing.
+
+    kill_at_step:N      SIGKILL itself after global training step N (1-based, over all epochs)
+    sigint_at_step:N    send itself SIGINT after step N (as Ctrl-C would)
+    sigterm_at_step:N   send itself SIGTERM after step N (as a cluster scheduler would)
+    nan_at_step:N       turn the model's weights to NaN before step N, so its loss is NaN
+    kill_in_save:N      SIGKILL itself in the middle of writing the state of epoch N
+"""
+
+import os
+import signal
+
+ENV = "SEGEXP_FAULT"
+
+
+def _fault() -> tuple[str, int] | None:
+    text = os.environ.get(ENV, "")
+    if ":" not in text:
+        return None
+    name, number = text.split(":", 1)
+    return name, int(number)
+
+
+def after_step(global_step: int) -> None:
+    """Called after each training step (1-based over the whole run)."""
+    fault = _fault()
+    if fault is None or fault[1] != global_step:
+        return
+    kinds = {
+        "kill_at_step": signal.SIGKILL,
+        "sigint_at_step": signal.SIGINT,
+        "sigterm_at_step": signal.SIGTERM,
+    }
+    if fault[0] in kinds:
+        os.kill(os.getpid(), kinds[fault[0]])
+
+
+def poisons_step(global_step: int) -> bool:
+    """Whether the model's weights should become NaN before this step."""
+    return _fault() == ("nan_at_step", global_step)
+
+
+def while_saving(epochs_done: int) -> None:
+    """Called while the epoch-end state file is half written."""
+    if _fault() == ("kill_in_save", epochs_done):
+        os.kill(os.getpid(), signal.SIGKILL)
