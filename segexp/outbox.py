@@ -11,6 +11,7 @@ Imports no TensorFlow (a model record imports it when it is sent).
 
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -42,6 +43,20 @@ class RunLink:
     tracking_uri: str
     experiment_id: str
     run_id: str
+    pid: int = 0  # the training process that last opened the run, and its host
+    host: str = ""
+
+    def process_gone(self) -> bool:
+        """Whether the training process that last ran this folder is dead (same host only)."""
+        if not self.pid or self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     def save(self, output_dir: Path) -> None:
         atomic.write_text(

@@ -53,6 +53,14 @@ def resumed_config(folder: Path, target: str) -> DictConfig:
         raise SegexpError(f"resume={target}: {path} is missing; the run cannot be continued")
     cfg = OmegaConf.load(path)
     cfg.resume = target
+    moved_from = str(cfg.paths.output_dir)
+    if (
+        Path(moved_from) != folder
+    ):  # the folder was moved or copied: train in it, not at the old place
+        cfg.paths.output_dir = str(folder)
+        checkpoints = str(cfg.trainer.checkpoint_dir)
+        if checkpoints.startswith(moved_from):
+            cfg.trainer.checkpoint_dir = str(folder) + checkpoints.removeprefix(moved_from)
     return cfg
 
 

@@ -12,14 +12,30 @@ from pathlib import Path
 from segexp.cli import configure_tensorflow_env
 from segexp.errors import SegexpError
 from segexp.outbox import Outbox, RunLink
+from segexp.resume import resume_command
 from segexp.store import check_store
 
 
 def sync(output_dir: Path, timeout_s: float) -> tuple[int, int]:
-    """Send the outbox of one run folder; returns (records sent, records still waiting)."""
+    """Send the outbox of one run folder; returns (records sent, records still waiting).
+
+    A run still RUNNING whose training process is gone (killed with SIGKILL, out of memory,
+    a lost node) is marked KILLED, as nobody else can; `resume=` makes it RUNNING again.
+    """
     link = RunLink.load(output_dir)
     check_store(link.tracking_uri)
     outbox = Outbox(output_dir, link)
+    ending = any(path.name.endswith("-status.json") for path in outbox.pending())
+    if (
+        link.process_gone()
+        and not ending
+        and outbox.client.get_run(link.run_id).info.status == "RUNNING"
+    ):
+        print(
+            f"{output_dir}: its training process {link.pid} is gone; marking run "
+            f"{link.run_id} KILLED (continue it with: {resume_command(output_dir)})"
+        )
+        outbox.status("KILLED")
     before = len(outbox.pending())
     outbox.flush_or_wait(timeout_s)
     left = len(outbox.pending())

@@ -5,6 +5,8 @@ output folder first, then sent, so a tracking server that goes away loses nothin
 """
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import warnings
@@ -59,7 +61,7 @@ def open_run(
         all_tags["mlflow.parentRunId"] = parent_run_id
     with failing_when_locked(uri):
         created = MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=all_tags)
-    link = RunLink(uri, experiment_id, created.info.run_id)
+    link = RunLink(uri, experiment_id, created.info.run_id, os.getpid(), socket.gethostname())
     link.save(output_dir)
     return Outbox(output_dir, link)
 
@@ -68,6 +70,10 @@ def reopen_run(output_dir: Path) -> Outbox:
     """Mark the run an output folder belongs to RUNNING again (resume) and return its outbox."""
     link = RunLink.load(output_dir)
     check_store(link.tracking_uri)
+    link = RunLink(
+        link.tracking_uri, link.experiment_id, link.run_id, os.getpid(), socket.gethostname()
+    )
+    link.save(output_dir)
     client = MlflowClient(link.tracking_uri)
     try:
         client.update_run(link.run_id, status="RUNNING")

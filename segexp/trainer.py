@@ -213,7 +213,7 @@ class _StepGuard(keras.callbacks.Callback):
                 "schedule with warmup), float16 mixed precision without loss scaling, or "
                 "inputs/labels out of range"
             )
-        if self.metric_sums and batch == 0:
+        if self.metric_sums:
             self._restore_metric_sums()
         faults.after_step(self._global_step(batch))
         if self.run.stop.requested:
@@ -226,14 +226,20 @@ class _StepGuard(keras.callbacks.Callback):
             )
 
     def _restore_metric_sums(self) -> None:
-        variables = self.model.metrics_variables
-        if len(variables) != len(self.metric_sums):
-            raise SegexpError(
-                f"the saved train metric state has {len(self.metric_sums)} variables, the "
-                f"compiled model {len(variables)}: resume with the run's own config"
-            )
-        for variable, saved in zip(variables, self.metric_sums, strict=True):
-            variable.assign(variable.value + saved)  # running sums and counts add up
+        add_metric_sums(self.model, self.metric_sums)
+        self.metric_sums = []
+
+
+def add_metric_sums(model: keras.Model, sums: list[np.ndarray]) -> None:
+    """Add the train metrics' running sums saved at an interrupt to their current state."""
+    variables = model.metrics_variables
+    if len(variables) != len(sums):
+        raise SegexpError(
+            f"the saved train metric state has {len(sums)} variables, the compiled model "
+            f"{len(variables)}: resume with the run's own config"
+        )
+    for variable, saved in zip(variables, sums, strict=True):
+        variable.assign(variable.value + saved)  # running sums and counts add up
 
 
 class _EpochEnd(keras.callbacks.Callback):
@@ -288,6 +294,34 @@ class _EpochProgbar(keras.callbacks.ProgbarLogger):
         self.epochs = self.total_epochs
 
 
+def _has_batches(data: tf.data.Dataset) -> bool:
+    return any(True for _ in data.take(1))
+
+
+def _end_epoch_without_steps(
+    model: keras.Model, run: _Run, epoch: int, metric_sums: list[np.ndarray]
+) -> None:
+    """Validate and record an epoch whose steps were all trained before an interrupt: its train
+    scores are the saved sums (Keras cannot fit an epoch of no steps)."""
+    model.reset_metrics()
+    add_metric_sums(model, metric_sums)
+    logs = _numbers(model.get_metrics_result())
+    for callback in (run.validation, _EpochEnd(run)):
+        callback.set_model(model)
+        callback.on_epoch_end(epoch, logs)
+
+
+def _build_metrics(model: keras.Model, data: tf.data.Dataset) -> None:
+    """Create the compiled metrics' variables (Keras makes them at the first step) so saved
+    sums can be added to them; fit resets their values before the epoch."""
+    images, labels = next(iter(data))
+    model.compute_metrics(images, labels, model(images, training=False))
+
+
+def _numbers(results: Mapping[str, object]) -> dict[str, float]:
+    return {k: float(keras.ops.convert_to_numpy(v)) for k, v in results.items()}
+
+
 def _learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
@@ -322,6 +356,8 @@ def fit(
     if resume and has_state(checkpoint_dir):
         loaded = load_state(checkpoint_dir, model)
         progress, metric_sums = loaded.progress, loaded.metric_sums
+        if metric_sums and len(model.metrics_variables) != len(metric_sums):
+            _build_metrics(model, batches(progress.epochs_done, 0))
     run = _Run(
         model, checkpoint_dir, steps_per_epoch, epochs, progress, validation, best, early_stop,
         stop, listeners,
@@ -330,9 +366,14 @@ def fit(
         if progress.stopped_early:
             break
         skipped = progress.steps_done
+        data = batches(epoch, skipped)
+        if skipped and not _has_batches(data):  # stopped after the epoch's last step
+            _end_epoch_without_steps(model, run, epoch, metric_sums)
+            metric_sums = []
+            continue
         guard = _StepGuard(run, epoch, skipped, metric_sums if skipped else [])
         model.fit(
-            batches(epoch, skipped),
+            data,
             initial_epoch=epoch,
             epochs=epoch + 1,
             callbacks=[guard, validation, _EpochEnd(run), _EpochProgbar(epochs)],
