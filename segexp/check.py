@@ -111,7 +111,7 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """Console entry: reject unknown group options in one line, then hand over to Hydra."""
-    run_app(main)
+    run_app(main, "check")
 
 
 if __name__ == "__main__":

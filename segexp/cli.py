@@ -9,7 +9,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 
 from segexp.config import CONFIG_DIR
-from segexp.config.overrides import check_group_choices
+from segexp.config.overrides import check_group_choices, check_keys
 from segexp.errors import SegexpError
 
 
@@ -56,12 +56,14 @@ def overridden(prefix: str) -> bool:
     return False
 
 
-def run_app(main: Callable[[], object]) -> None:
-    """Reject unknown group options in one line, then hand over to the Hydra app `main`."""
+def run_app(main: Callable[[], object], config_name: str) -> None:
+    """Reject unknown group options and unknown keys in one line, then hand over to the Hydra
+    app `main` (composed from conf/<config_name>.yaml)."""
     args = sys.argv[1:]
     if not any(a.startswith(("--config-dir", "-cd", "--config-path", "-cp")) for a in args):
         try:
             check_group_choices(args, CONFIG_DIR)
+            check_keys(args, CONFIG_DIR, config_name)
         except SegexpError as err:
             raise SystemExit(error_lines(err)) from None
     main()

@@ -127,7 +127,7 @@ def main(cfg: DictConfig) -> float:
 
 def cli() -> None:
     """Console entry."""
-    run_app(main)
+    run_app(main, "evaluate")
 
 
 if __name__ == "__main__":

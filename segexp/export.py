@@ -50,7 +50,7 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """Console entry."""
-    run_app(main)
+    run_app(main, "export")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Used by evaluate, predict and export. From MLflow it fetches the pyfunc model's 
 and its config (training size, stride, class names, colormap, left/right pairs).
 """
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ def _load_keras(path: Path) -> keras.Model:
     import segexp.metrics  # noqa: F401  registers custom objects
     import segexp.models.layers  # noqa: F401
 
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise SegexpError(f"model={path}: not a Keras model file (a .keras file is a zip archive)")
     try:
         return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError) as err:

@@ -102,7 +102,7 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """Console entry."""
-    run_app(main)
+    run_app(main, "predict")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def find_run_folder(target: str, tracking_uri: str) -> Path:
         if not (path / TRACKING_DIR / RUN_FILE).is_file():
             raise SegexpError(
                 f"resume={target}: {path} is not a segexp run folder "
-                f"(no {TRACKING_DIR}/{RUN_FILE}); give the output folder a training run printed"
+                f"(no {TRACKING_DIR}/{RUN_FILE}); give the output folder or MLflow run id of a run"
             )
         return path.resolve()
     if not re.fullmatch(r"[0-9a-f]{32}", target):

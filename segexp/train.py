@@ -100,7 +100,7 @@ def _record_failed_job(cfg: DictConfig, parent: str, error: str) -> None:
 
 def cli() -> None:
     """Console entry: reject unknown group options in one line, then hand over to Hydra."""
-    run_app(main)
+    run_app(main, "train")
 
 
 if __name__ == "__main__":

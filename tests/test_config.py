@@ -7,7 +7,7 @@ import pytest
 from hydra.utils import instantiate
 
 from segexp.config import CONFIG_DIR, validate_config
-from segexp.config.overrides import check_group_choices, config_groups
+from segexp.config.overrides import check_group_choices, check_keys, config_groups
 from segexp.config.validate import validate_inference_config
 from segexp.errors import ConfigError
 from segexp.train import run_name_from_overrides
@@ -181,12 +181,39 @@ def test_unknown_group_option_is_rejected_listing_the_choices(args):
     assert ", ".join(GROUPS[group]) in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trainer.epochz=3"], "trainer.epochz is not a key of the train config; trainer has "),
+        (["foo=1"], "foo is not a key of the train config; the config has aspp, augment"),
+        (["optimizer.weight_decay=0.1"], "optimizer has _target_, learning_rate"),
+    ],
+)
+def test_unknown_keys_are_rejected_in_one_line(args, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        check_keys(args, CONFIG_DIR, "train")
+    assert len(str(caught.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["optimizer=sgd", "optimizer.weight_decay=0.1"],  # the group choice adds the key
+        ["+trainer.extra=1", "hydra.run.dir=x", "experiment=keras_io_cihp", "trainer.epochs=2"],
+        ["-m", "backbone=resnet50,mobilenetv2", "backbone.freeze_bn=true"],
+    ],
+)
+def test_known_keys_pass_the_key_check(args):
+    check_keys(args, CONFIG_DIR, "train")
+
+
 def test_sweeps_over_existing_options_pass_the_check():
     check_group_choices(["-m", "optimizer=adam,sgd", "backbone=resnet50,mobilenetv2"], CONFIG_DIR)
 
 
 CLI_CASES = [
     ["backbone=foo"],
+    ["trainer.epochz=3"],
     ["image_size=100"],
     ["aspp.rates=[]"],
     ["aspp.rates=[0,6]"],

@@ -178,6 +178,32 @@ def test_model_argument_that_names_nothing_is_one_error_line(tiny_run, tmp_path)
     ]
 
 
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("0123456789abcdef0123456789abcdef",
+         "error: model=0123456789abcdef0123456789abcdef: cannot fetch "
+         "runs:/0123456789abcdef0123456789abcdef/model (Run with id="
+         "0123456789abcdef0123456789abcdef not found)"),
+        ("{tmp}/bad.keras",
+         "error: model={tmp}/bad.keras: not a Keras model file (a .keras file is a zip archive)"),
+    ],
+)  # fmt: skip
+def test_a_run_that_is_not_there_or_a_file_that_is_no_model_is_one_line(
+    tiny_run, tmp_path, model, message
+):
+    (tmp_path / "bad.keras").write_text("not a model")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+    done = run_command(
+        "predict",
+        [f"model={model.format(tmp=tmp_path)}", f"input={tmp_path}",
+         f"output={tmp_path / 'o'}", f"hydra.run.dir={tmp_path / 'h'}"],
+        tiny_run.workdir,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [message.format(tmp=tmp_path)]
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
