@@ -45,6 +45,7 @@ class RunLink:
     run_id: str
     pid: int = 0  # the training process that last opened the run, and its host
     host: str = ""
+    started_ms: int = 0  # when the run was created: the timestamp of once-per-run metrics
 
     def process_gone(self) -> bool:
         """Whether the training process that last ran this folder is dead (same host only)."""

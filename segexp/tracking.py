@@ -4,6 +4,7 @@ Everything after the run is opened goes through the run's Outbox (segexp.outbox)
 output folder first, then sent, so a tracking server that goes away loses nothing.
 """
 
+import dataclasses
 import json
 import os
 import socket
@@ -61,7 +62,10 @@ def open_run(
         all_tags["mlflow.parentRunId"] = parent_run_id
     with failing_when_locked(uri):
         created = MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=all_tags)
-    link = RunLink(uri, experiment_id, created.info.run_id, os.getpid(), socket.gethostname())
+    link = RunLink(
+        uri, experiment_id, created.info.run_id, os.getpid(), socket.gethostname(),
+        created.info.start_time,
+    )  # fmt: skip
     link.save(output_dir)
     return Outbox(output_dir, link)
 
@@ -70,9 +74,7 @@ def reopen_run(output_dir: Path) -> Outbox:
     """Mark the run an output folder belongs to RUNNING again (resume) and return its outbox."""
     link = RunLink.load(output_dir)
     check_store(link.tracking_uri)
-    link = RunLink(
-        link.tracking_uri, link.experiment_id, link.run_id, os.getpid(), socket.gethostname()
-    )
+    link = dataclasses.replace(link, pid=os.getpid(), host=socket.gethostname())
     link.save(output_dir)
     client = MlflowClient(link.tracking_uri)
     try:
@@ -300,7 +302,8 @@ def log_dataset(
 
 def log_skipped_files(outbox: Outbox, skipped: Mapping[Path, str]) -> None:
     """Count of corrupt files skipped (dataset.skip_corrupt), and their list when there are any."""
-    outbox.metrics({"data/skipped_files": len(skipped)}, step=0)
+    # the run's start time as timestamp: logged again on resume, it is recognized, not doubled
+    outbox.metrics({"data/skipped_files": len(skipped)}, step=0, timestamp=outbox.link.started_ms)
     if skipped:
         lines = [f"{path}: {reason}" for path, reason in sorted(skipped.items())]
         outbox.text("\n".join(lines) + "\n", "data/skipped_files.txt")

@@ -149,3 +149,23 @@ def test_sync_on_a_folder_that_is_not_a_run_says_so(tmp_path):
         f"error: {tmp_path} is not a segexp run folder: "
         f"{tmp_path / 'tracking' / 'run.json'} does not exist"
     )
+
+
+def test_a_run_that_ends_while_the_server_is_down_fails_with_the_sync_command(tmp_path):
+    from segexp import tracking
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    outbox = Outbox(tmp_path / "run", RunLink(f"http://127.0.0.1:{port}", "1", "0" * 32))
+    outbox.metrics({"train/loss": 1.0}, step=1)
+    with pytest.raises(SegexpError) as caught, tracking.finishing(outbox, timeout_s=1.0):
+        pass  # training finished
+    assert str(caught.value) == (
+        f"tracking store http://127.0.0.1:{port} did not answer for 1 s: 2 record(s) of run "
+        f"{'0' * 32} are kept in {outbox.folder}. Send them with: python -m segexp.sync "
+        f"{outbox.output_dir}"
+    )
+    kinds = [json.loads(p.read_text())["kind"] for p in outbox.pending()]
+    assert kinds == ["metrics", "status"]
+    assert json.loads(outbox.pending()[1].read_text())["status"] == "FINISHED"

@@ -125,6 +125,7 @@ def _assert_same_run_as_full(faults: dict, name: str) -> None:
     full, mine = client.get_run(runs["full"]), client.get_run(runs[name])
     assert mine.info.status == "FINISHED"
     assert set(mine.data.metrics) == set(full.data.metrics)
+    assert _history(client, runs[name], "data/skipped_files") == [(0, 0.0)]
     for key in full.data.metrics:
         if key.startswith("data/"):
             continue
