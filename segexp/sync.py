@@ -22,6 +22,7 @@ def sync(output_dir: Path, timeout_s: float) -> tuple[int, int]:
     A run still RUNNING whose training process is gone (killed with SIGKILL, out of memory,
     a lost node) is marked KILLED, as nobody else can; `resume=` makes it RUNNING again.
     """
+    output_dir = output_dir.resolve()
     link = RunLink.load(output_dir)
     check_store(link.tracking_uri)
     outbox = Outbox(output_dir, link)
