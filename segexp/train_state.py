@@ -115,7 +115,7 @@ def _check_layout(
                 f"for {variable.path} (it holds {len(saved)}, this model {len(variables)})"
             )
         name, shape = saved[i]
-        if name != variable.path or tuple(shape) != tuple(variable.shape):
+        if not _same_name(group, name, variable.path) or tuple(shape) != tuple(variable.shape):
             raise SegexpError(
                 f"{path} was saved from a different architecture: {group} variable {i} is "
                 f"{name} {tuple(shape)} in the checkpoint but {variable.path} "
@@ -126,6 +126,14 @@ def _check_layout(
             f"{path} was saved from a different architecture: it holds {len(saved)} {group} "
             f"variables, this model {len(variables)} (first extra: {saved[len(variables)][0]})"
         )
+
+
+def _same_name(group: str, saved: str, current: str) -> bool:
+    """Model variables must match by path; optimizer slots by their own name only, as the
+    optimizer's scope differs with how it was built (e.g. under a LossScaleOptimizer)."""
+    if group == "optimizer":
+        return saved.rsplit("/", 1)[-1] == current.rsplit("/", 1)[-1]
+    return saved == current
 
 
 def describe(folder: Path) -> str:

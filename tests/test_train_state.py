@@ -83,3 +83,21 @@ def test_sigint_and_sigterm_become_a_stop_request_and_handlers_come_back():
         with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C stops at once
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_optimizer_slots_match_by_name_whatever_scope_built_them(tmp_path):
+    """Trained under a LossScaleOptimizer, the Adam slots are scoped loss_scale_optimizer/adam/;
+    built for loading they are adam/. Same slots: the state loads."""
+
+    def scaled():
+        model = _model()
+        model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-2)), "mse")
+        return model
+
+    trained = scaled()
+    _train(trained)
+    save_state(tmp_path, trained, Progress(epochs_done=2))
+    fresh = scaled()
+    load_state(tmp_path, fresh)
+    for a, b in zip(trained.optimizer.variables, fresh.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
