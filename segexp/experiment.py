@@ -217,6 +217,7 @@ def run_training(
             in_logs=[m for m in watched_metrics(cfg) if m.startswith("val/iou/")],
         )
 
+        keras.mixed_precision.set_dtype_policy(cfg.trainer.precision)  # layers built next use it
         model = build_model(cfg, dataset.num_classes)
         tracking.log_model_size(outbox, model)
         steps_per_epoch = max(1, len(dataset.split("train")) // cfg.trainer.batch_size)
@@ -233,7 +234,11 @@ def run_training(
             histogram=histograms["train"],
         )
         optimizer = instantiate(cfg.optimizer, learning_rate=learning_rate)
-        compile_model(model, optimizer, loss, dataset.num_classes, dataset.ignore_index)
+        compile_model(
+            model, optimizer, loss, dataset.num_classes, dataset.ignore_index,
+            jit_compile=cfg.trainer.jit_compile,
+            steps_per_execution=cfg.trainer.steps_per_execution,
+        )  # fmt: skip
         try:
             with stop_on_signals() as stop:
                 result = fit(

@@ -108,12 +108,20 @@ def compile_model(
     loss: keras.losses.Loss,
     num_classes: int,
     ignore_index: int,
+    jit_compile: bool = False,
+    steps_per_execution: int = 1,
 ) -> None:
-    """Attach optimizer, loss and the confusion-matrix scores (pixel accuracy, mean IoU)."""
+    """Attach optimizer, loss and the confusion-matrix scores (pixel accuracy, mean IoU).
+
+    Under the mixed_float16 policy Keras wraps the optimizer in a LossScaleOptimizer (dynamic
+    loss scaling), so small float16 gradients do not flush to zero.
+    """
     model.compile(
         optimizer=optimizer,
         loss=loss,
         metrics=[SegmentationScores(num_classes, ignore_index)],
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
 
 

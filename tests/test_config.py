@@ -153,6 +153,9 @@ BAD_OVERRIDES = [
     ("loss.class_weights=[1,2]", "loss.class_weights=[1, 2]", "null, auto or 20 numbers"),
     ("loss=ohem loss.top_k=0", "loss.top_k=0", "fraction in (0, 1]"),
     ("schedule=poly schedule.power=0", "schedule.power=0", "number > 0"),
+    ("trainer.precision=float16", "trainer.precision='float16'", "float32, mixed_float16, mixed_b"),
+    ("trainer.steps_per_execution=0", "trainer.steps_per_execution=0", "positive integer"),
+    ("trainer.jit_compile=sometimes", "trainer.jit_compile='sometimes'", "true or false"),
     (
         "backbone.weights=/no/such/file.h5",
         "backbone.weights='/no/such/file.h5'",

@@ -57,6 +57,9 @@ class _Checker:
         return value
 
 
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype policies
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError listing every invalid value of a composed training config."""
     c = _Checker(cfg)
@@ -67,6 +70,9 @@ def validate_config(cfg: DictConfig) -> None:
     c.check("trainer.seed", _is_int, "must be an integer")
     c.check("trainer.verbose", lambda v: v in ("auto", 0, 1, 2), "must be auto, 0, 1 or 2")
     c.check("trainer.deterministic", lambda v: isinstance(v, bool), "must be true or false")
+    c.check("trainer.precision", lambda v: v in PRECISIONS, f"must be {', '.join(PRECISIONS)}")
+    c.check("trainer.jit_compile", lambda v: isinstance(v, bool), "must be true or false")
+    c.check("trainer.steps_per_execution", lambda v: _is_int(v) and v > 0, positive_int)
     c.check("optimizer.learning_rate", lambda v: _is_number(v) and v > 0, "must be a number > 0")
 
     num_classes = c.check(
