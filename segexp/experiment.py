@@ -20,6 +20,7 @@ from segexp.data.dataset import SegmentationDataset
 from segexp.data.files import DataFileError
 from segexp.data.pipeline import FileProblems, make_dataset
 from segexp.data.registry import build_dataset
+from segexp.distribute import make_strategy, per_replica_batch, synchronize_batchnorm
 from segexp.errors import SegexpError
 from segexp.evaluation import Evaluator
 from segexp.interrupts import stop_on_signals
@@ -108,6 +109,42 @@ def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
     )
 
 
+def build_compiled_model(
+    cfg: DictConfig,
+    dataset: SegmentationDataset,
+    histograms: dict[str, np.ndarray],
+    steps_per_epoch: int,
+    strategy: tf.distribute.Strategy,
+) -> keras.Model:
+    """Model, schedule, loss and optimizer from the config, built and compiled inside the
+    strategy's scope (its variables are then mirrored on every replica) under the precision
+    policy of trainer.precision."""
+    keras.mixed_precision.set_dtype_policy(cfg.trainer.precision)  # layers built next use it
+    with strategy.scope():
+        model = build_model(cfg, dataset.num_classes)
+        if cfg.trainer.sync_bn:
+            synchronize_batchnorm(model)
+        learning_rate = instantiate(
+            cfg.schedule,
+            base_lr=cfg.optimizer.learning_rate,
+            steps_per_epoch=steps_per_epoch,
+            epochs=cfg.trainer.epochs,
+        )
+        loss = instantiate(
+            cfg.loss,
+            num_classes=dataset.num_classes,
+            ignore_index=dataset.ignore_index,
+            histogram=histograms["train"],
+        )
+        optimizer = instantiate(cfg.optimizer, learning_rate=learning_rate)
+        compile_model(
+            model, optimizer, loss, dataset.num_classes, dataset.ignore_index,
+            jit_compile=cfg.trainer.jit_compile,
+            steps_per_execution=cfg.trainer.steps_per_execution,
+        )  # fmt: skip
+    return model
+
+
 def log_figures(
     outbox: tracking.Outbox,
     model: keras.Model,
@@ -167,6 +204,8 @@ def run_training(
     folder from its saved state."""
     output_dir = Path(cfg.paths.output_dir)
     check_tracking(cfg, resume)
+    strategy = make_strategy(cfg.trainer.strategy)
+    per_replica = per_replica_batch(cfg.trainer.batch_size, strategy, cfg.trainer.strategy)
     dataset = load_dataset(cfg)
     skip_corrupt = bool(cfg.dataset.skip_corrupt)
     problems = FileProblems()
@@ -217,28 +256,15 @@ def run_training(
             in_logs=[m for m in watched_metrics(cfg) if m.startswith("val/iou/")],
         )
 
-        keras.mixed_precision.set_dtype_policy(cfg.trainer.precision)  # layers built next use it
-        model = build_model(cfg, dataset.num_classes)
-        tracking.log_model_size(outbox, model)
         steps_per_epoch = max(1, len(dataset.split("train")) // cfg.trainer.batch_size)
-        learning_rate = instantiate(
-            cfg.schedule,
-            base_lr=cfg.optimizer.learning_rate,
-            steps_per_epoch=steps_per_epoch,
-            epochs=cfg.trainer.epochs,
+        model = build_compiled_model(cfg, dataset, histograms, steps_per_epoch, strategy)
+        tracking.log_model_size(outbox, model)
+        outbox.params(
+            {
+                "trainer.replicas": strategy.num_replicas_in_sync,
+                "trainer.per_replica_batch": per_replica,
+            }
         )
-        loss = instantiate(
-            cfg.loss,
-            num_classes=dataset.num_classes,
-            ignore_index=dataset.ignore_index,
-            histogram=histograms["train"],
-        )
-        optimizer = instantiate(cfg.optimizer, learning_rate=learning_rate)
-        compile_model(
-            model, optimizer, loss, dataset.num_classes, dataset.ignore_index,
-            jit_compile=cfg.trainer.jit_compile,
-            steps_per_execution=cfg.trainer.steps_per_execution,
-        )  # fmt: skip
         try:
             with stop_on_signals() as stop:
                 result = fit(

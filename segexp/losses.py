@@ -35,6 +35,13 @@ def _flatten(y_true: object, y_pred: object, num_classes: int, ignore_index: int
     return safe, ops.log_softmax(logits, axis=-1), ops.cast(valid, "float32")
 
 
+def _per_sample(value: object, y_true: object) -> object:
+    """The batch's loss repeated once per image: Keras then averages it over the batch and, under
+    a tf.distribute strategy, divides it by the replicas before their gradients are summed (it
+    skips both for a scalar, which would make N replicas take N times the step)."""
+    return ops.broadcast_to(value, ops.shape(y_true)[:1])
+
+
 def _pixel_ce(labels: object, log_probs: object) -> object:
     return -ops.take_along_axis(log_probs, ops.expand_dims(labels, -1), axis=-1)[:, 0]
 
@@ -61,7 +68,7 @@ class CrossEntropy(keras.losses.Loss):
         if self.class_weights is not None:
             weight = weight * ops.take(ops.convert_to_tensor(self.class_weights), labels)
         total = ops.sum(weight * _pixel_ce(labels, log_probs))
-        return ops.divide_no_nan(total, ops.sum(weight))
+        return _per_sample(ops.divide_no_nan(total, ops.sum(weight)), y_true)
 
     def get_config(self) -> dict:
         return {
@@ -94,7 +101,7 @@ class TopKCrossEntropy(keras.losses.Loss):
         kept = ops.maximum(ops.floor(self.top_k * ops.sum(valid)), 1.0)
         rank = ops.cast(ops.arange(ops.shape(ordered)[0]), "float32")
         keep = ops.cast(rank < kept, "float32") * ops.cast(ordered >= 0, "float32")
-        return ops.divide_no_nan(ops.sum(ordered * keep), ops.sum(keep))
+        return _per_sample(ops.divide_no_nan(ops.sum(ordered * keep), ops.sum(keep)), y_true)
 
     def get_config(self) -> dict:
         return {
@@ -127,7 +134,7 @@ class DiceLoss(keras.losses.Loss):
         overlap = ops.sum(probs * onehot, axis=0)
         sizes = ops.sum(probs, axis=0) + ops.sum(onehot, axis=0)
         dice = (2.0 * overlap + self.smooth) / (sizes + self.smooth)
-        return 1.0 - ops.mean(dice)
+        return _per_sample(1.0 - ops.mean(dice), y_true)
 
     def get_config(self) -> dict:
         return {

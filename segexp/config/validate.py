@@ -58,6 +58,7 @@ class _Checker:
 
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype policies
+STRATEGIES = ("auto", "one_device", "mirrored")  # segexp.distribute (kept TensorFlow-free here)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -72,6 +73,8 @@ def validate_config(cfg: DictConfig) -> None:
     c.check("trainer.deterministic", lambda v: isinstance(v, bool), "must be true or false")
     c.check("trainer.precision", lambda v: v in PRECISIONS, f"must be {', '.join(PRECISIONS)}")
     c.check("trainer.jit_compile", lambda v: isinstance(v, bool), "must be true or false")
+    c.check("trainer.strategy", lambda v: v in STRATEGIES, f"must be {', '.join(STRATEGIES)}")
+    c.check("trainer.sync_bn", lambda v: isinstance(v, bool), "must be true or false")
     c.check("trainer.steps_per_execution", lambda v: _is_int(v) and v > 0, positive_int)
     c.check("optimizer.learning_rate", lambda v: _is_number(v) and v > 0, "must be a number > 0")
 
