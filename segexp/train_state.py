@@ -134,15 +134,3 @@ def _same_name(group: str, saved: str, current: str) -> bool:
     if group == "optimizer":
         return saved.rsplit("/", 1)[-1] == current.rsplit("/", 1)[-1]
     return saved == current
-
-
-def describe(folder: Path) -> str:
-    """'epoch 2 of the run, step 0' style summary of a state file, for messages."""
-    path = Path(folder) / STATE_FILE
-    with np.load(path) as stored:
-        meta = json.loads(stored["meta"].tobytes().decode())
-    progress = meta["progress"]
-    where = f"after epoch {progress['epochs_done']}"
-    if progress["steps_done"]:
-        where += f" and {progress['steps_done']} batches of epoch {progress['epochs_done'] + 1}"
-    return where
