@@ -1,7 +1,7 @@
 """`python -m segexp.model_table [--readme README.md]`: parameters and forward GFLOPs of every
 backbone / output stride at 512x512 and 20 classes, as a Markdown table (measured, not typed).
 
-FLOPs come from TensorFlow's profiler on the frozen inference graph (a multiply-add counts 2).
+FLOPs come from TensorFlow's profiler on the frozen inference graph (segexp.models.flops).
 With --readme, the table replaces the block between the models-table markers in that file.
 """
 
@@ -25,31 +25,16 @@ START, END = "<!-- models-table:start -->", "<!-- models-table:end -->"
 
 def measure(backbone: str, stride: int, size: int = 512, classes: int = 20) -> tuple[int, float]:
     """(parameters, forward GFLOPs for one size x size image) of DeepLabV3+ on `backbone`."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-    from tensorflow.python.profiler import model_analyzer, option_builder
-
     from segexp.config import STANDARD_RATES
     from segexp.models import backbones
     from segexp.models.deeplabv3plus import build_deeplabv3plus
+    from segexp.models.flops import forward_flops
 
     builder = getattr(backbones, backbone)
     model = build_deeplabv3plus(
         builder(output_stride=stride), classes, rates=STANDARD_RATES[stride]
     )
-    spec = tf.TensorSpec([1, size, size, 3], tf.float32)
-    graph = convert_variables_to_constants_v2(
-        tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    ).graph
-    options = (
-        option_builder.ProfileOptionBuilder(option_builder.ProfileOptionBuilder.float_operation())
-        .with_empty_output()
-        .build()
-    )
-    flops = model_analyzer.profile(graph, options=options).total_float_ops
-    return model.count_params(), flops / 1e9
+    return model.count_params(), forward_flops(model, size) / 1e9
 
 
 def table() -> str:
