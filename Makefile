@@ -31,4 +31,4 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) outputs data mlflow.db mlartifacts .pytest_cache
+	rm -rf $(VENV) outputs data mlflow.db mlflow.db.lock mlartifacts .pytest_cache
