@@ -46,8 +46,38 @@ def _pixel_ce(labels: object, log_probs: object) -> object:
     return -ops.take_along_axis(log_probs, ops.expand_dims(labels, -1), axis=-1)[:, 0]
 
 
+class PixelLoss(keras.losses.Loss):
+    """A loss over the valid pixels of a batch. Subclasses give `batch_loss` (labels,
+    log-probabilities, validity mask -> one number) and `options` (their own config); this class
+    keeps the label set and hands Keras one value per image (see _per_sample)."""
+
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, name: str | None = None, **kwargs: object
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+
+    def call(self, y_true: object, y_pred: object) -> object:
+        labels, log_probs, valid = _flatten(y_true, y_pred, self.num_classes, self.ignore_index)
+        return _per_sample(self.batch_loss(labels, log_probs, valid), y_true)
+
+    def batch_loss(self, labels: object, log_probs: object, valid: object) -> object:
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        return {}
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+            **self.options(),
+        }
+
+
 @keras.saving.register_keras_serializable(package="segexp")
-class CrossEntropy(keras.losses.Loss):
+class CrossEntropy(PixelLoss):
     """Pixel cross-entropy from logits; with class weights, the weighted mean over valid pixels."""
 
     def __init__(
@@ -58,29 +88,22 @@ class CrossEntropy(keras.losses.Loss):
         name: str = "cross_entropy",
         **kwargs: object,
     ) -> None:
-        super().__init__(name=name, **kwargs)
-        self.num_classes, self.ignore_index = num_classes, ignore_index
+        super().__init__(num_classes, ignore_index, name=name, **kwargs)
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 
-    def call(self, y_true: object, y_pred: object) -> object:
-        labels, log_probs, valid = _flatten(y_true, y_pred, self.num_classes, self.ignore_index)
+    def batch_loss(self, labels: object, log_probs: object, valid: object) -> object:
         weight = valid
         if self.class_weights is not None:
             weight = weight * ops.take(ops.convert_to_tensor(self.class_weights), labels)
         total = ops.sum(weight * _pixel_ce(labels, log_probs))
-        return _per_sample(ops.divide_no_nan(total, ops.sum(weight)), y_true)
+        return ops.divide_no_nan(total, ops.sum(weight))
 
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "num_classes": self.num_classes,
-            "ignore_index": self.ignore_index,
-            "class_weights": self.class_weights,
-        }
+    def options(self) -> dict:
+        return {"class_weights": self.class_weights}
 
 
 @keras.saving.register_keras_serializable(package="segexp")
-class TopKCrossEntropy(keras.losses.Loss):
+class TopKCrossEntropy(PixelLoss):
     """OHEM: mean cross-entropy of the `top_k` fraction of valid pixels with the largest loss."""
 
     def __init__(
@@ -91,29 +114,23 @@ class TopKCrossEntropy(keras.losses.Loss):
         name: str = "ohem",
         **kwargs: object,
     ) -> None:
-        super().__init__(name=name, **kwargs)
-        self.num_classes, self.ignore_index, self.top_k = num_classes, ignore_index, top_k
+        super().__init__(num_classes, ignore_index, name=name, **kwargs)
+        self.top_k = top_k
 
-    def call(self, y_true: object, y_pred: object) -> object:
-        labels, log_probs, valid = _flatten(y_true, y_pred, self.num_classes, self.ignore_index)
+    def batch_loss(self, labels: object, log_probs: object, valid: object) -> object:
         losses = ops.where(valid > 0, _pixel_ce(labels, log_probs), -1.0)  # invalid sort last
         ordered = -ops.sort(-losses)
         kept = ops.maximum(ops.floor(self.top_k * ops.sum(valid)), 1.0)
         rank = ops.cast(ops.arange(ops.shape(ordered)[0]), "float32")
         keep = ops.cast(rank < kept, "float32") * ops.cast(ordered >= 0, "float32")
-        return _per_sample(ops.divide_no_nan(ops.sum(ordered * keep), ops.sum(keep)), y_true)
+        return ops.divide_no_nan(ops.sum(ordered * keep), ops.sum(keep))
 
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "num_classes": self.num_classes,
-            "ignore_index": self.ignore_index,
-            "top_k": self.top_k,
-        }
+    def options(self) -> dict:
+        return {"top_k": self.top_k}
 
 
 @keras.saving.register_keras_serializable(package="segexp")
-class DiceLoss(keras.losses.Loss):
+class DiceLoss(PixelLoss):
     """1 - mean over classes of the soft Dice between softmax and one-hot labels (valid pixels)."""
 
     def __init__(
@@ -124,25 +141,19 @@ class DiceLoss(keras.losses.Loss):
         name: str = "dice",
         **kwargs: object,
     ) -> None:
-        super().__init__(name=name, **kwargs)
-        self.num_classes, self.ignore_index, self.smooth = num_classes, ignore_index, smooth
+        super().__init__(num_classes, ignore_index, name=name, **kwargs)
+        self.smooth = smooth
 
-    def call(self, y_true: object, y_pred: object) -> object:
-        labels, log_probs, valid = _flatten(y_true, y_pred, self.num_classes, self.ignore_index)
+    def batch_loss(self, labels: object, log_probs: object, valid: object) -> object:
         probs = ops.exp(log_probs) * valid[:, None]
         onehot = ops.one_hot(labels, self.num_classes) * valid[:, None]
         overlap = ops.sum(probs * onehot, axis=0)
         sizes = ops.sum(probs, axis=0) + ops.sum(onehot, axis=0)
         dice = (2.0 * overlap + self.smooth) / (sizes + self.smooth)
-        return _per_sample(1.0 - ops.mean(dice), y_true)
+        return 1.0 - ops.mean(dice)
 
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "num_classes": self.num_classes,
-            "ignore_index": self.ignore_index,
-            "smooth": self.smooth,
-        }
+    def options(self) -> dict:
+        return {"smooth": self.smooth}
 
 
 @keras.saving.register_keras_serializable(package="segexp")

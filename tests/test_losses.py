@@ -102,3 +102,22 @@ def test_auto_class_weights_come_from_the_histogram():
     histogram = np.arange(1, 21) * 10
     loss = instantiate(cfg.loss, num_classes=20, ignore_index=255, histogram=histogram)
     np.testing.assert_allclose(loss.class_weights, median_frequency_weights(histogram), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        CrossEntropy(C, class_weights=[1.0, 2.0, 0.5, 1.0]),
+        TopKCrossEntropy(C, top_k=0.3),
+        DiceLoss(C, smooth=0.5),
+        WeightedSum([CrossEntropy(C), DiceLoss(C)], [1.0, 0.5]),
+    ],
+    ids=lambda loss: loss.name,
+)
+def test_losses_survive_serialization_with_their_options(loss):
+    import keras
+
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert type(restored) is type(loss) and restored.get_config() == loss.get_config()
+    labels, logits = _case(seed=3)
+    assert float(restored(labels, logits)) == pytest.approx(float(loss(labels, logits)))
