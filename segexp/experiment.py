@@ -169,28 +169,29 @@ def log_figures(
 
 
 def open_run(
-    cfg: DictConfig, run_name: str | None, parent_run_id: str | None, resume: bool
+    cfg: DictConfig, run_name: str | None, parent_run_id: str | None, experiment_id: str | None
 ) -> tracking.Outbox:
-    """A new MLflow run for the job, or with `resume` the output folder's run, RUNNING again."""
+    """A new MLflow run for the job in `experiment_id`, or without one (resume) the output
+    folder's run, RUNNING again."""
     output_dir = Path(cfg.paths.output_dir)
-    if resume:
+    if experiment_id is None:
         return tracking.reopen_run(output_dir)
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
-    experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment)
     tags = tracking.run_tags(cfg.dataset.name, output_dir)
     return tracking.open_run(
         uri, experiment_id, cfg.tracking.run_name or run_name, tags, output_dir, parent_run_id
     )
 
 
-def check_tracking(cfg: DictConfig, resume: bool) -> None:
-    """Fail in seconds, naming the URI, when the store cannot be used (before any heavy work)."""
+def check_tracking(cfg: DictConfig, resume: bool) -> str | None:
+    """Fail in seconds, naming the URI, when the store cannot be used (before any heavy work).
+    Returns the experiment's id for a new run, None when resuming the output folder's run."""
     if resume:
         tracking.check_store(tracking.RunLink.load(Path(cfg.paths.output_dir)).tracking_uri)
-        return
+        return None
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
     tracking.check_store(uri)
-    tracking.ensure_experiment(uri, cfg.tracking.experiment)
+    return tracking.ensure_experiment(uri, cfg.tracking.experiment)
 
 
 def run_training(
@@ -203,7 +204,7 @@ def run_training(
     SIGTERM: the state is saved) or FAILED. With `resume`, continue the run of the output
     folder from its saved state."""
     output_dir = Path(cfg.paths.output_dir)
-    check_tracking(cfg, resume)
+    experiment_id = check_tracking(cfg, resume)
     strategy = make_strategy(cfg.trainer.strategy)
     per_replica = per_replica_batch(cfg.trainer.batch_size, strategy, cfg.trainer.strategy)
     dataset = load_dataset(cfg)
@@ -211,7 +212,7 @@ def run_training(
     problems = FileProblems()
     histograms = class_histograms(dataset, skip_corrupt, problems)
 
-    outbox = open_run(cfg, run_name, parent_run_id, resume)
+    outbox = open_run(cfg, run_name, parent_run_id, experiment_id)
     with tracking.finishing(outbox, cfg.tracking.retry_timeout_s):
         resolved = OmegaConf.to_container(cfg, resolve=True)
         tracking.log_config(outbox, resolved)

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from segexp import atomic
 from segexp.errors import SegexpError
+from segexp.store import is_locked
 
 TRACKING_DIR = "tracking"  # under the run's output folder
 RUN_FILE = "run.json"  # which store and run the folder belongs to
@@ -92,7 +93,7 @@ def _quick_http() -> Iterator[None]:
 
 def store_is_down(uri: str, err: BaseException) -> bool:
     """Whether `err` means "try later": a locked SQLite database or an unreachable server."""
-    if "database is locked" in str(err):
+    if is_locked(err):
         return True
     if uri.startswith(("http://", "https://")):
         import requests

@@ -88,6 +88,11 @@ def ensure_experiment(uri: str, name: str) -> str:
         return _ensure_experiment(MlflowClient(uri), uri, name)
 
 
+def is_locked(err: BaseException) -> bool:
+    """Whether `err` is SQLite's "database is locked" (another process holds a write lock)."""
+    return "database is locked" in str(err)
+
+
 @contextmanager
 def failing_when_locked(uri: str) -> Iterator[None]:
     """Turn SQLite's "database is locked" (after its own busy wait) into a message naming the
@@ -95,7 +100,7 @@ def failing_when_locked(uri: str) -> Iterator[None]:
     try:
         yield
     except Exception as err:
-        if "database is locked" not in str(err):
+        if not is_locked(err):
             raise
         raise SegexpError(
             f"tracking store {uri} stayed locked by another process past SQLite's busy timeout; "

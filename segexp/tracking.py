@@ -71,9 +71,9 @@ def open_run(
 
 
 def reopen_run(output_dir: Path) -> Outbox:
-    """Mark the run an output folder belongs to RUNNING again (resume) and return its outbox."""
+    """Mark the run an output folder belongs to RUNNING again (resume) and return its outbox;
+    the caller has checked the store."""
     link = RunLink.load(output_dir)
-    check_store(link.tracking_uri)
     link = dataclasses.replace(link, pid=os.getpid(), host=socket.gethostname())
     link.save(output_dir)
     client = MlflowClient(link.tracking_uri)
