@@ -4,6 +4,7 @@ Used by evaluate, predict and export. From MLflow it fetches the pyfunc model's 
 and its config (training size, stride, class names, colormap, left/right pairs).
 """
 
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,23 +64,25 @@ def load_model(spec: str) -> LoadedModel:
                 "a models:/NAME/VERSION or a runs:/RUN_ID/model URI"
             )
         return LoadedModel(_load_keras(path), source=str(path.resolve()))
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(uri))
-        info = mlflow.models.get_model_info(uri)
-    except (MlflowException, OSError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise SegexpError(f"model={spec}: cannot fetch {uri} ({first})") from None
-    candidates = sorted(local.glob("artifacts/*.keras"))
-    if not candidates:
-        raise SegexpError(f"model={spec}: {uri} holds no Keras model (artifacts/*.keras)")
-    keras_file = candidates[0]
-    config = yaml.safe_load((local / "MLmodel").read_text()).get("metadata") or {}
-    run_id = info.run_id
+    # Fetched into a folder of our own and removed once loaded: MLflow's own default
+    # (a fresh mkdtemp per call) is never cleaned up and fills /tmp over many calls.
+    with tempfile.TemporaryDirectory(prefix="segexp-model-") as scratch:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=scratch))
+        except (MlflowException, OSError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise SegexpError(f"model={spec}: cannot fetch {uri} ({first})") from None
+        candidates = sorted(local.glob("artifacts/*.keras"))
+        if not candidates:
+            raise SegexpError(f"model={spec}: {uri} holds no Keras model (artifacts/*.keras)")
+        mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+        keras_model = _load_keras(candidates[0])
+    run_id = mlmodel.get("run_id")
     return LoadedModel(
-        _load_keras(keras_file),
+        keras_model,
         source=uri,
         run_id=run_id,
-        config=config,
+        config=mlmodel.get("metadata") or {},
         train_config=_resolved_config(run_id),
     )
 

@@ -265,3 +265,21 @@ def test_mlflow_models_serve_answers_with_a_label_map(tiny_run):
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_loading_a_logged_model_leaves_no_temporary_files(tiny_run, tmp_path, monkeypatch):
+    """MLflow's default download folder is never removed; each load used to leave ~20 MB."""
+    import tempfile
+
+    from segexp.model_source import load_model
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tiny_run.tracking_uri)
+    _, run_id = _run_id(tiny_run)
+    loaded = load_model(run_id)
+    assert loaded.run_id == run_id and loaded.source == f"runs:/{run_id}/model"
+    assert len(loaded.config["class_names"]) == 20 and loaded.train_config is not None
+    assert loaded.keras_model.output_shape[-1] == 20
+    assert list(scratch.iterdir()) == []
