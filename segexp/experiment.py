@@ -4,8 +4,12 @@ The composition root of segexp: it is the only module that knows every stage of 
 config -> dataset -> tf.data pipeline -> model -> trainer -> tracking.
 """
 
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
@@ -20,21 +24,42 @@ from segexp.data.dataset import SegmentationDataset
 from segexp.data.files import DataFileError
 from segexp.data.pipeline import FileProblems, make_dataset
 from segexp.data.registry import build_dataset
-from segexp.distribute import make_strategy, per_replica_batch, synchronize_batchnorm
+from segexp.distribute import (
+    Workers,
+    any_worker,
+    fit_ready_for_multi_worker,
+    is_multi_worker,
+    make_strategy,
+    per_replica_batch,
+    sharded_batches,
+    synchronize_batchnorm,
+    workers_of,
+)
 from segexp.errors import SegexpError
 from segexp.evaluation import Evaluator
 from segexp.interrupts import stop_on_signals
 from segexp.models.deeplabv3plus import build_deeplabv3plus
-from segexp.trainer import EarlyStop, TrainResult, Validation, Watch, compile_model, fit
+from segexp.trainer import (
+    Coordination,
+    EarlyStop,
+    TrainResult,
+    Validation,
+    Watch,
+    compile_model,
+    fit,
+)
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
 class JobResult:
     """What `run_training` reports back to the command line and to a sweeper."""
 
-    run_id: str
-    tracking_uri: str
+    run_id: str | None  # None on a non-chief worker of a multi-worker job
+    tracking_uri: str | None
     train: TrainResult
+    workers: Workers = Workers()
 
 
 def load_dataset(cfg: DictConfig) -> SegmentationDataset:
@@ -194,6 +219,112 @@ def check_tracking(cfg: DictConfig, resume: bool) -> str | None:
     return tracking.ensure_experiment(uri, cfg.tracking.experiment)
 
 
+@dataclass
+class Job:
+    """What a training job reads and trains, before any MLflow run is opened."""
+
+    cfg: DictConfig
+    dataset: SegmentationDataset
+    histograms: dict[str, np.ndarray]
+    problems: FileProblems
+    strategy: tf.distribute.Strategy
+    workers: Workers
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.dataset.split("train")) // self.cfg.trainer.batch_size)
+
+
+def prepare_job(cfg: DictConfig, workers: Workers) -> Job:
+    """The strategy (first: a multi-worker one must start before TensorFlow's runtime), the
+    dataset and its per-class histograms (a bad mask fails here, before any run)."""
+    strategy = make_strategy(cfg.trainer.strategy)
+    per_replica_batch(cfg.trainer.batch_size, strategy, cfg.trainer.strategy)
+    dataset = load_dataset(cfg)
+    problems = FileProblems()
+    histograms = class_histograms(dataset, bool(cfg.dataset.skip_corrupt), problems)
+    return Job(cfg, dataset, histograms, problems, strategy, workers)
+
+
+def train_job(
+    job: Job, listeners: list, resume: bool, log_model: Callable[[keras.Model], None] = bool
+) -> tuple[keras.Model, TrainResult]:
+    """Seed, build the model and train it under the job's strategy; each worker of a
+    multi-worker job reads its own shard of the files and only the chief writes checkpoints."""
+    cfg, dataset, strategy = job.cfg, job.dataset, job.strategy
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    if cfg.trainer.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    augment = AugmentOptions.from_config(OmegaConf.to_container(cfg.augment, resolve=True))
+    skip_corrupt = bool(cfg.dataset.skip_corrupt)
+    multi_worker = is_multi_worker(strategy)
+
+    def epoch_batches(epoch: int, skip: int, batch: int, shard: tuple[int, int]) -> tf.data.Dataset:
+        return make_dataset(
+            dataset.split("train"), dataset, cfg.image_size, batch, training=True,
+            seed=cfg.trainer.seed, augment=augment, skip_corrupt=skip_corrupt,
+            problems=job.problems, epoch=epoch, skip_batches=skip, shard=shard,
+        )  # fmt: skip
+
+    def train_batches(epoch: int, skip: int) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+        if multi_worker:
+            return sharded_batches(
+                strategy,
+                cfg.trainer.batch_size,
+                lambda batch, shard: epoch_batches(epoch, skip, batch, shard),
+            )
+        return epoch_batches(epoch, skip, cfg.trainer.batch_size, (0, 1))
+
+    validation = Validation(
+        Evaluator(
+            dataset.split("val"),
+            dataset,
+            batch_size=cfg.trainer.batch_size,
+            skip_corrupt=skip_corrupt,
+            problems=job.problems,
+        ),
+        input_size=cfg.image_size,
+        size_multiple=cfg.backbone.output_stride,
+        in_logs=[m for m in watched_metrics(cfg) if m.startswith("val/iou/")],
+    )
+    model = build_compiled_model(cfg, dataset, job.histograms, job.steps_per_epoch, strategy)
+    log_model(model)
+    if multi_worker:
+        fit_ready_for_multi_worker(model, strategy)
+    coordination = Coordination(agree=any_worker(strategy), mid_epoch_stops=not multi_worker)
+    scope = strategy.scope() if multi_worker else contextlib.nullcontext()
+    with scope, stop_on_signals() as stop, _write_dir(job.workers.chief) as write_dir:
+        result = fit(
+            model,
+            train_batches,
+            job.steps_per_epoch,
+            validation,
+            epochs=cfg.trainer.epochs,
+            checkpoint_dir=Path(cfg.trainer.checkpoint_dir),
+            stop=stop,
+            listeners=listeners,
+            verbose=cfg.trainer.verbose,
+            best=Watch(cfg.trainer.best.monitor, cfg.trainer.best.mode),
+            early_stop=early_stop(cfg),
+            resume=resume,
+            coordination=coordination,
+            write_dir=write_dir,
+        )
+    return model, result
+
+
+@contextlib.contextmanager
+def _write_dir(chief: bool) -> Iterator[Path | None]:
+    """None (the run's checkpoint folder) for the chief; a scratch folder, removed afterwards,
+    for the other workers of a multi-worker job (they must save too, but their files are not
+    the run's)."""
+    if chief:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="segexp-worker-") as scratch:
+        yield Path(scratch)
+
+
 def run_training(
     cfg: DictConfig,
     run_name: str | None,
@@ -202,114 +333,94 @@ def run_training(
 ) -> JobResult:
     """Train one configuration inside one MLflow run; the run ends FINISHED, KILLED (SIGINT,
     SIGTERM: the state is saved) or FAILED. With `resume`, continue the run of the output
-    folder from its saved state."""
+    folder from its saved state. A non-chief worker of a multi-worker job trains its share and
+    logs nothing (run_id None): its chief logs the run."""
+    workers = workers_of(cfg.trainer.strategy)
+    if not workers.chief:
+        job = prepare_job(cfg, workers)
+        _, result = _naming_bad_files(job, lambda: train_job(job, [], resume))
+        return JobResult(run_id=None, tracking_uri=None, train=result, workers=workers)
+
     output_dir = Path(cfg.paths.output_dir)
     experiment_id = check_tracking(cfg, resume)
-    strategy = make_strategy(cfg.trainer.strategy)
-    per_replica = per_replica_batch(cfg.trainer.batch_size, strategy, cfg.trainer.strategy)
-    dataset = load_dataset(cfg)
-    skip_corrupt = bool(cfg.dataset.skip_corrupt)
-    problems = FileProblems()
-    histograms = class_histograms(dataset, skip_corrupt, problems)
-
+    job = prepare_job(cfg, workers)
+    dataset, strategy = job.dataset, job.strategy
     outbox = open_run(cfg, run_name, parent_run_id, experiment_id)
     with tracking.finishing(outbox, cfg.tracking.retry_timeout_s):
         resolved = OmegaConf.to_container(cfg, resolve=True)
         tracking.log_config(outbox, resolved)
         tracking.log_resolved_config(outbox, resolved)
-        tracking.log_dataset(outbox, dataset, dataset_digest(dataset), histograms)
+        tracking.log_dataset(outbox, dataset, dataset_digest(dataset), job.histograms)
         tracking.log_figure(
             outbox,
-            plots.class_histogram(dataset.class_names, histograms, dataset.colormap),
+            plots.class_histogram(dataset.class_names, job.histograms, dataset.colormap),
             "data/class_histogram.png",
         )
-        outbox.flush()
-        keras.utils.set_random_seed(cfg.trainer.seed)
-        if cfg.trainer.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        augment = AugmentOptions.from_config(OmegaConf.to_container(cfg.augment, resolve=True))
-        common = dict(
-            dataset=dataset,
-            image_size=cfg.image_size,
-            batch_size=cfg.trainer.batch_size,
-            seed=cfg.trainer.seed,
-            skip_corrupt=skip_corrupt,
-            problems=problems,
-        )
-
-        def train_batches(epoch: int, skip: int) -> tf.data.Dataset:
-            return make_dataset(
-                dataset.split("train"), training=True, augment=augment, epoch=epoch,
-                skip_batches=skip, **common,
-            )  # fmt: skip
-
-        val_data = make_dataset(dataset.split("val"), training=False, **common)  # for figures
-        validation = Validation(
-            Evaluator(
-                dataset.split("val"),
-                dataset,
-                batch_size=cfg.trainer.batch_size,
-                skip_corrupt=skip_corrupt,
-                problems=problems,
-            ),
-            input_size=cfg.image_size,
-            size_multiple=cfg.backbone.output_stride,
-            in_logs=[m for m in watched_metrics(cfg) if m.startswith("val/iou/")],
-        )
-
-        steps_per_epoch = max(1, len(dataset.split("train")) // cfg.trainer.batch_size)
-        model = build_compiled_model(cfg, dataset, histograms, steps_per_epoch, strategy)
-        tracking.log_model_size(outbox, model)
         outbox.params(
             {
                 "trainer.replicas": strategy.num_replicas_in_sync,
-                "trainer.per_replica_batch": per_replica,
+                "trainer.per_replica_batch": per_replica_batch(
+                    cfg.trainer.batch_size, strategy, cfg.trainer.strategy
+                ),
+                "trainer.workers": workers.count,
             }
         )
-        try:
-            with stop_on_signals() as stop:
-                result = fit(
-                    model,
-                    train_batches,
-                    steps_per_epoch,
-                    validation,
-                    epochs=cfg.trainer.epochs,
-                    checkpoint_dir=Path(cfg.trainer.checkpoint_dir),
-                    stop=stop,
-                    listeners=[tracking.EpochLogger(outbox)],
-                    verbose=cfg.trainer.verbose,
-                    best=Watch(cfg.trainer.best.monitor, cfg.trainer.best.mode),
-                    early_stop=early_stop(cfg),
-                    resume=resume,
-                )
-            log_figures(
-                outbox,
-                model,
-                val_data,
-                dataset,
-                result.history,
-                cfg.tracking.num_prediction_samples,
+        outbox.flush()
+
+        def train_and_show() -> tuple[keras.Model, TrainResult]:
+            model, result = train_job(
+                job,
+                [tracking.EpochLogger(outbox)],
+                resume,
+                log_model=lambda m: tracking.log_model_size(outbox, m),
             )
-        except tf.errors.OpError:
-            if problems.fatal is not None:  # a data file broke the input pipeline: name it
-                raise problems.fatal from None
-            raise
+            val_data = make_dataset(
+                dataset.split("val"), dataset, cfg.image_size, cfg.trainer.batch_size,
+                training=False, seed=cfg.trainer.seed,
+                skip_corrupt=bool(cfg.dataset.skip_corrupt), problems=job.problems,
+            )  # fmt: skip
+            log_figures(
+                outbox, model, val_data, dataset, result.history,
+                cfg.tracking.num_prediction_samples,
+            )  # fmt: skip
+            return model, result
+
+        try:
+            _, result = _naming_bad_files(job, train_and_show)
         finally:
-            tracking.log_skipped_files(outbox, problems.skipped)
+            tracking.log_skipped_files(outbox, job.problems.skipped)
         tracking.log_files(outbox, result.best_checkpoint, output_dir / ".hydra")
         if cfg.tracking.log_model:
-            outbox.model(
-                result.last_checkpoint,
-                {
-                    "image_size": cfg.image_size,
-                    "output_stride": cfg.backbone.output_stride,
-                    "num_classes": dataset.num_classes,
-                    "class_names": list(dataset.class_names),
-                    "colormap": dataset.colormap.tolist(),
-                    "ignore_index": dataset.ignore_index,
-                    "flip_pairs": [list(p) for p in dataset.flip_pairs],
-                    "dataset": dataset.name,
-                    "input": "uint8 RGB (N, H, W, 3), any height and width",
-                },
-            )
-    return JobResult(run_id=outbox.link.run_id, tracking_uri=outbox.link.tracking_uri, train=result)
+            outbox.model(result.last_checkpoint, model_card(cfg, dataset))
+    return JobResult(
+        run_id=outbox.link.run_id,
+        tracking_uri=outbox.link.tracking_uri,
+        train=result,
+        workers=workers,
+    )
+
+
+def _naming_bad_files(job: Job, work: Callable[[], _T]) -> _T:
+    """Run `work`; a data file that broke the input pipeline is named (TensorFlow's own error
+    only says that a py_function failed)."""
+    try:
+        return work()
+    except tf.errors.OpError:
+        if job.problems.fatal is not None:
+            raise job.problems.fatal from None
+        raise
+
+
+def model_card(cfg: DictConfig, dataset: SegmentationDataset) -> dict[str, Any]:
+    """What the logged model carries about its training: sizes, classes, colors, flip pairs."""
+    return {
+        "image_size": cfg.image_size,
+        "output_stride": cfg.backbone.output_stride,
+        "num_classes": dataset.num_classes,
+        "class_names": list(dataset.class_names),
+        "colormap": dataset.colormap.tolist(),
+        "ignore_index": dataset.ignore_index,
+        "flip_pairs": [list(p) for p in dataset.flip_pairs],
+        "dataset": dataset.name,
+        "input": "uint8 RGB (N, H, W, 3), any height and width",
+    }

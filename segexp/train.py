@@ -61,6 +61,12 @@ def train(cfg: DictConfig) -> float:
         )
         raise SystemExit(stop.exit_code) from None
     best = job.train
+    if job.run_id is None:
+        print(
+            f"\nsegexp: worker {job.workers.index} of {job.workers.count} finished after "
+            f"{best.epochs_run} epoch(s); its chief logged the run and wrote the checkpoints"
+        )
+        return best.best_val_mean_iou
     print(
         f"\nsegexp: run {job.run_id} finished (experiment '{cfg.tracking.experiment}')\n"
         f"  best val/mean_iou {best.best_val_mean_iou:.4f}; best.keras: "

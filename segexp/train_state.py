@@ -56,7 +56,7 @@ def save_state(
     for group, variables in _variables(model).items():
         layout[group] = [[v.path, list(v.shape)] for v in variables]
         for i, v in enumerate(variables):
-            arrays[f"{group}/{i:06d}"] = keras.ops.convert_to_numpy(v.value)
+            arrays[f"{group}/{i:06d}"] = np.asarray(v.numpy())  # (a distributed variable too)
     for i, value in enumerate(metric_sums or []):
         arrays[f"metrics/{i:06d}"] = np.asarray(value)
     meta = {"progress": asdict(progress), "layout": layout}

@@ -98,7 +98,8 @@ class NumericalError(SegexpError):
     """The training loss became NaN or Inf."""
 
 
-EpochBatches = Callable[[int, int], tf.data.Dataset]  # (epoch, batches to skip) -> its batches
+# (epoch, batches to skip) -> its batches (per worker under a multi-worker strategy)
+EpochBatches = Callable[[int, int], "tf.data.Dataset | tf.distribute.DistributedDataset"]
 EpochListener = Callable[[int, dict[str, float], int], None]  # (epoch 1-based, metrics, ms)
 
 
@@ -164,6 +165,15 @@ class Validation(keras.callbacks.Callback):
                 logs[keras_name(metric)] = flat.get(metric, float("nan"))
 
 
+@dataclass(frozen=True)
+class Coordination:
+    """How this process's fit takes part in a job of several workers (the defaults: alone)."""
+
+    agree: Callable[[bool], bool] = bool  # True on every worker when True on any (all-reduce)
+    mid_epoch_stops: bool = True  # False: a stop request waits for the epoch end, where the
+    # workers agree on it (a worker leaving mid-epoch would leave the others waiting)
+
+
 @dataclass
 class _Run:
     """What the per-step and per-epoch callbacks of one fit share."""
@@ -178,6 +188,7 @@ class _Run:
     early_stop: EarlyStop | None
     stop: StopRequest
     listeners: Sequence[EpochListener]
+    coordination: Coordination
 
     @property
     def best_path(self) -> Path:
@@ -224,7 +235,7 @@ class _StepGuard(keras.callbacks.Callback):
         if self.metric_sums:
             self._restore_metric_sums()
         faults.after_step(self._global_step(batch))
-        if self.run.stop.requested:
+        if self.run.stop.requested and self.run.coordination.mid_epoch_stops:
             progress = self.run.progress
             progress.epochs_done, progress.steps_done = self.epoch, step
             sums = [keras.ops.convert_to_numpy(v.value) for v in self.model.metrics_variables]
@@ -267,6 +278,7 @@ class _EpochEnd(keras.callbacks.Callback):
         for key, value in logs.items():
             progress.history.setdefault(key, []).append(float(value))
         progress.epochs.append({"metrics": metrics, "timestamp": timestamp})
+        agree = run.coordination.agree
         watched = float(logs.get(run.best.key, float("nan")))
         if run.best.improves(watched, progress.best_value):
             progress.best_value, progress.best_epoch = watched, epoch + 1
@@ -279,14 +291,15 @@ class _EpochEnd(keras.callbacks.Callback):
                 progress.stop_best, progress.stop_wait = value, 0
             else:
                 progress.stop_wait += 1
-                if progress.stop_wait >= stop.patience:
-                    progress.stopped_early = True
-                    print(f"\nEpoch {epoch + 1}: early stopping ({stop.watch.metric})")
+            if agree(progress.stop_wait >= stop.patience):
+                progress.stopped_early = True
+                print(f"\nEpoch {epoch + 1}: early stopping ({stop.watch.metric})")
         progress.epochs_done, progress.steps_done = epoch + 1, 0
         save_state(run.checkpoint_dir, self.model, progress)
         for listener in run.listeners:
             listener(epoch + 1, metrics, timestamp)
-        if run.stop.requested and epoch + 1 < run.epochs and not progress.stopped_early:
+        stop_now = agree(run.stop.requested)
+        if stop_now and epoch + 1 < run.epochs and not progress.stopped_early:
             raise run.stop.interrupted(f"after epoch {epoch + 1}")
 
 
@@ -302,7 +315,9 @@ class _EpochProgbar(keras.callbacks.ProgbarLogger):
         self.epochs = self.total_epochs
 
 
-def _has_batches(data: tf.data.Dataset) -> bool:
+def _has_batches(data: "tf.data.Dataset | tf.distribute.DistributedDataset") -> bool:
+    if not isinstance(data, tf.data.Dataset):  # per-worker pipelines: no mid-epoch stops
+        return True
     return any(True for _ in data.take(1))
 
 
@@ -352,14 +367,20 @@ def fit(
     best: Watch = Watch(),
     early_stop: EarlyStop | None = None,
     resume: bool = False,
+    coordination: Coordination = Coordination(),
+    write_dir: Path | None = None,
 ) -> TrainResult:
     """Train for `epochs` (fewer if early stopping fires), validating after each epoch.
 
     With `resume`, the state in `checkpoint_dir` (if any) is restored into the compiled model
     and training continues at the step after it; epoch `e`'s batches come from `batches(e,
-    skip)`, so a resumed epoch sees the same data in the same order.
+    skip)`, so a resumed epoch sees the same data in the same order. Checkpoints and the state
+    are written to `write_dir` (default: `checkpoint_dir`; a non-chief worker's scratch folder,
+    since every worker must save: saving runs collective ops); `coordination` says how this
+    process agrees with other workers on stopping.
     """
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    write_dir = write_dir or checkpoint_dir
+    write_dir.mkdir(parents=True, exist_ok=True)
     progress, metric_sums = Progress(), []
     if resume and has_state(checkpoint_dir):
         loaded = load_state(checkpoint_dir, model)
@@ -367,8 +388,8 @@ def fit(
         if metric_sums and len(model.metrics_variables) != len(metric_sums):
             _build_metrics(model, batches(progress.epochs_done, 0))
     run = _Run(
-        model, checkpoint_dir, steps_per_epoch, epochs, progress, validation, best, early_stop,
-        stop, listeners,
+        model, write_dir, steps_per_epoch, epochs, progress, validation, best, early_stop,
+        stop, listeners, coordination,
     )  # fmt: skip
     for epoch in range(progress.epochs_done, epochs):
         if progress.stopped_early:

@@ -156,6 +156,12 @@ BAD_OVERRIDES = [
     ("trainer.precision=float16", "trainer.precision='float16'", "float32, mixed_float16, mixed_b"),
     ("trainer.steps_per_execution=0", "trainer.steps_per_execution=0", "positive integer"),
     ("trainer.jit_compile=sometimes", "trainer.jit_compile='sometimes'", "true or false"),
+    ("trainer.strategy=horovod", "trainer.strategy='horovod'", "mirrored, multi_worker"),
+    (
+        "trainer.strategy=multi_worker dataset.skip_corrupt=true",
+        "dataset.skip_corrupt=True",
+        "must be false with trainer.strategy=multi_worker",
+    ),
     (
         "backbone.weights=/no/such/file.h5",
         "backbone.weights='/no/such/file.h5'",
@@ -323,3 +329,18 @@ def test_paper_recipes_set_what_their_comments_say(compose_train, preset, backbo
     assert cfg.schedule.kind == "poly" and cfg.schedule.power == 0.9
     assert cfg.augment.name == "standard" and cfg.trainer.batch_size == batch
     assert cfg.image_size == 512
+
+
+def test_the_readme_slurm_recipe_composes_with_the_submitit_launcher():
+    from hydra import compose, initialize_config_dir
+
+    overrides = ["hydra/launcher=submitit_slurm", "hydra.launcher.nodes=2",
+                 "hydra.launcher.tasks_per_node=1", "hydra.launcher.gpus_per_node=4",
+                 "trainer.strategy=multi_worker", "trainer.batch_size=32",
+                 "trainer.sync_bn=true"]  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 1, 4)
+    validate_config(compose_config("train", *overrides[4:]))

@@ -1,5 +1,6 @@
 """tf.distribute: MirroredStrategy on 2 logical CPU devices trains like one device on the same
-global batch; the global batch must split evenly over the replicas."""
+global batch; the global batch must split evenly over the replicas; which worker this process
+is, from TF_CONFIG or SLURM's variables."""
 
 import json
 import subprocess
@@ -8,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from segexp.distribute import per_replica_batch
+from segexp.distribute import Workers, cluster_resolver, per_replica_batch, workers_of
 from segexp.errors import SegexpError
 
 SCRIPT = """
@@ -67,3 +68,63 @@ def test_the_global_batch_must_split_over_the_replicas():
                                           "trainer.strategy=mirrored: must be a multiple of its "
                                           "3 replicas"):  # fmt: skip
         per_replica_batch(8, three, "mirrored")
+
+
+@pytest.fixture
+def no_cluster(monkeypatch, tmp_path):
+    """No TF_CONFIG, no SLURM variables, no GPU tools on PATH."""
+    import os
+
+    for key in list(os.environ):
+        if key == "TF_CONFIG" or key.startswith("SLURM_") or key == "CUDA_VISIBLE_DEVICES":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    return monkeypatch
+
+
+def _tf_config(cluster, task_type, index):
+    return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
+
+
+def test_workers_from_tf_config_with_and_without_a_chief(no_cluster):
+    two = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    no_cluster.setenv("TF_CONFIG", _tf_config(two, "worker", 0))
+    assert workers_of("multi_worker") == Workers(index=0, count=2, chief=True)
+    no_cluster.setenv("TF_CONFIG", _tf_config(two, "worker", 1))
+    assert workers_of("multi_worker") == Workers(index=1, count=2, chief=False)
+    with_chief = {"chief": ["127.0.0.1:3"], **two}
+    no_cluster.setenv("TF_CONFIG", _tf_config(with_chief, "worker", 0))
+    assert workers_of("multi_worker") == Workers(index=1, count=3, chief=False)
+    no_cluster.setenv("TF_CONFIG", _tf_config(with_chief, "chief", 0))
+    assert workers_of("multi_worker") == Workers(index=0, count=3, chief=True)
+    assert workers_of("auto") == Workers()  # other strategies ignore TF_CONFIG
+
+
+def test_workers_from_a_slurm_job_step_on_cpu_nodes(no_cluster):
+    no_cluster.setenv("SLURM_PROCID", "1")
+    no_cluster.setenv("SLURM_STEP_NUM_TASKS", "2")
+    no_cluster.setenv("SLURM_STEP_NODELIST", "node[07-08]")
+    no_cluster.setenv("SLURM_STEP_TASKS_PER_NODE", "1(x2)")
+    assert workers_of("multi_worker") == Workers(index=1, count=2, chief=False)
+    spec = cluster_resolver().cluster_spec().as_dict()
+    assert spec == {"worker": ["node07:8888", "node08:8888"]}
+    assert "CUDA_VISIBLE_DEVICES" not in __import__("os").environ
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "message"),
+    [
+        (None, "trainer.strategy=multi_worker needs TF_CONFIG (a JSON cluster and task per "
+               "process) or a SLURM job step (run the workers with srun); neither is set"),
+        ("{not json", "TF_CONFIG is not a valid cluster description: "),
+        ('{"cluster": {}}', "TF_CONFIG must name a cluster and this process's task"),
+        (_tf_config({"worker": ["a:1"]}, "worker", 3),
+         'this process is task worker:3, which the cluster {"worker": ["a:1"]} does not list'),
+    ],
+)  # fmt: skip
+def test_a_missing_or_bad_cluster_is_named(no_cluster, tf_config, message):
+    if tf_config is not None:
+        no_cluster.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(SegexpError) as caught:
+        workers_of("multi_worker")
+    assert str(caught.value).startswith(message)

@@ -212,7 +212,7 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_with_a_label_map(tiny_run):
+def test_mlflow_models_serve_answers_with_a_label_map(tiny_run, tmp_path):
     _, run_id = _run_id(tiny_run)
     port = _free_port()
     bin_dir = str(Path(sys.executable).parent)
@@ -220,6 +220,7 @@ def test_mlflow_models_serve_answers_with_a_label_map(tiny_run):
         **os.environ,
         "MLFLOW_TRACKING_URI": tiny_run.tracking_uri,
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "TMPDIR": str(tmp_path),  # the server's model download, removed with tmp_path
     }
     server = subprocess.Popen(
         [

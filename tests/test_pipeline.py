@@ -80,6 +80,26 @@ def test_training_order_is_reshuffled_each_epoch_and_reproducible(tmp_path, augm
     assert _order(evaluation) == _order(evaluation), "evaluation is neither shuffled nor augmented"
 
 
+def test_worker_shards_split_each_epoch_evenly_and_disjointly(tmp_path):
+    split = _write_pairs(tmp_path, 11, np.random.default_rng(4), labels=(0, 1))
+    labels = _labels()
+
+    def build(batch, shard, epoch=0):
+        data = make_dataset(split, labels, 32, batch, training=True, seed=3, epoch=epoch,
+                            shard=shard)  # fmt: skip
+        return [float(v) for b in data for v in tf.reduce_sum(b[0], axis=[1, 2, 3])]
+
+    for epoch in (0, 1):
+        whole = build(1, (0, 1), epoch)  # the epoch's order, one sample per batch
+        assert len(set(whole)) == 11  # each sample's pixel sum tells it apart
+        first, second = build(2, (0, 2), epoch), build(2, (1, 2), epoch)
+        # 11 samples over 2 workers: 5 each (the last sample of the epoch is left out), so both
+        # train the same 2 steps of 2; worker i takes every 2nd sample of the order from i on
+        assert len(first) == len(second) == 4
+        assert first == whole[0:8:2] and second == whole[1:8:2]
+        assert not set(first) & set(second)
+
+
 def test_training_drops_the_partial_last_batch(tmp_path):
     split = _write_pairs(tmp_path, 7, np.random.default_rng(2))
     batches = make_dataset(split, _labels(), 32, 3, training=True, seed=0)

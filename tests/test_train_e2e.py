@@ -98,10 +98,11 @@ def test_checkpoints_stay_in_the_output_folder_and_best_one_loads(tiny_run):
     assert model(np.zeros((1, 64, 64, 3), np.float32)).shape == (1, 64, 64, 20)
 
 
-def test_logged_model_loads_with_pyfunc_and_returns_label_maps(logged, tiny_run):
+def test_logged_model_loads_with_pyfunc_and_returns_label_maps(logged, tiny_run, tmp_path):
     _, run = logged
     mlflow.set_tracking_uri(tiny_run.tracking_uri)
-    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    # (into tmp_path: MLflow's default download folder is never removed)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path))
     rng = np.random.default_rng(0)
     for shape in ((2, 64, 64, 3), (1, 75, 130, 3)):
         labels = model.predict(rng.integers(0, 256, shape, dtype=np.uint8))

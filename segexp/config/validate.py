@@ -58,7 +58,8 @@ class _Checker:
 
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype policies
-STRATEGIES = ("auto", "one_device", "mirrored")  # segexp.distribute (kept TensorFlow-free here)
+# segexp.distribute (kept TensorFlow-free here)
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -158,7 +159,14 @@ def _check_dataset(c: _Checker, num_classes: object) -> None:
                 None,
                 "must be set when dataset.val_folder=Training: val takes the files after it",
             )
-    c.check("dataset.skip_corrupt", lambda v: isinstance(v, bool), "must be true or false")
+    skip = c.check("dataset.skip_corrupt", lambda v: isinstance(v, bool), "must be true or false")
+    if skip is True and _get(c.cfg, "trainer.strategy") == "multi_worker":
+        c.fail(
+            "dataset.skip_corrupt",
+            True,
+            "must be false with trainer.strategy=multi_worker (workers skipping different "
+            "files would train different numbers of steps and wait on each other)",
+        )
     if not (_is_int(num_classes) and num_classes >= 2):
         return
     c.check(

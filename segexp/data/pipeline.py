@@ -91,6 +91,7 @@ def make_dataset(
     problems: FileProblems | None = None,
     epoch: int = 0,
     skip_batches: int = 0,
+    shard: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
     """Batches of (float32 image (B, S, S, 3) in 0..255, int32 mask (B, S, S)) for one split.
 
@@ -99,6 +100,10 @@ def make_dataset(
     the last partial batch (BatchNorm with a tiny batch is noisy); `skip_batches` leaves out the
     epoch's first batches (those trained before an interrupt). Evaluation keeps every sample in
     file order and only resizes.
+
+    `shard=(index, count)`: this worker's share of a multi-worker epoch, every count-th sample
+    of the epoch's order from `index` on; all shards get the same number of samples (the
+    epoch's last len % count are left out), so every worker trains the same number of steps.
     """
     reader = PairReader(
         dataset.num_classes, dataset.ignore_index, skip_corrupt, problems or FileProblems()
@@ -140,6 +145,9 @@ def make_dataset(
         return image, mask, ok
 
     samples = tf.data.Dataset.zip(files, sample_seeds)
+    index, count = shard
+    if count > 1:
+        samples = samples.take(len(split) - len(split) % count).shard(count, index)
     if skip_batches and not skip_corrupt:  # every batch is full: skip the files unread
         samples = samples.skip(skip_batches * batch_size)
     pairs = samples.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
