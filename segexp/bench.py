@@ -2,29 +2,34 @@
 
 Measures, each `bench.repeats` times (min / median / max): steady-state training images/s (on
 batches already in memory, after `bench.warmup` steps), the input pipeline alone, evaluation,
-one epoch's tracking cost through the outbox into a scratch SQLite store, end-to-end training
-(pipeline + steps) segexp's way and the keras.io example's way (its tf.data pipeline without
-prefetch, same model), plus time to the first training step, peak RSS, forward FLOPs per image
+the same from dataset.cache=memory, one epoch's tracking cost through the outbox into a scratch
+SQLite store, end-to-end training (pipeline + steps) segexp's way and the keras.io example's
+way (its tf.data pipeline without prefetch, same model, in a subprocess under TensorFlow's
+default CPU settings), plus time to the first training step, peak RSS, forward FLOPs per image
 (TensorFlow's profiler) and a float32 matmul's GFLOP/s as the machine's practical peak.
 Prints a table and writes a section of `bench.output` (docs/benchmarks.md).
 """
 
+import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from segexp.bench_timing import fit_rate, timed
 from segexp.cli import configure_tensorflow_env, one_line_errors, run_app
 from segexp.config import CONFIG_DIR, validate_config
-from segexp.errors import ConfigError
+from segexp.data.cache import SampleCache
+from segexp.errors import ConfigError, SegexpError
 
 
 @dataclass
@@ -44,12 +49,6 @@ class Figure:
         return statistics.median(self.samples)
 
 
-def _timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
-
-
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -61,31 +60,11 @@ def matmul_gflops(n: int, repeats: int) -> list[float]:
     a = tf.random.stateless_uniform((n, n), seed=(1, 2))
     b = tf.random.stateless_uniform((n, n), seed=(3, 4))
     tf.linalg.matmul(a, b).numpy()
-    return [2 * n**3 / _timed(lambda: tf.linalg.matmul(a, b).numpy()) / 1e9 for _ in range(repeats)]
+    return [2 * n**3 / timed(lambda: tf.linalg.matmul(a, b).numpy()) / 1e9 for _ in range(repeats)]
 
 
-def reference_batches(split: object, image_size: int, batch_size: int) -> object:
-    """The keras.io example's input pipeline: decode, bilinear resize of image and mask,
-    batch; no shuffle, no prefetch, no cache."""
-    import tensorflow as tf
-
-    def load(image_path: tf.Tensor, mask_path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image = tf.io.decode_image(tf.io.read_file(image_path), 3, expand_animations=False)
-        mask = tf.io.decode_image(tf.io.read_file(mask_path), 1, expand_animations=False)
-        image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size])
-        mask = tf.image.resize(tf.cast(mask, tf.float32), [image_size, image_size])[..., 0]
-        return image, tf.cast(mask, tf.int32)
-
-    files = tf.data.Dataset.from_tensor_slices(
-        ([str(p) for p in split.images], [str(p) for p in split.masks])
-    )
-    return files.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(
-        batch_size, drop_remainder=True
-    )
-
-
-def measure(cfg: DictConfig) -> tuple[list[Figure], dict[str, float]]:
-    """Every figure of the report, and the derived ratios."""
+def measure(cfg: DictConfig) -> tuple[list[Figure], dict[str, float], list[str]]:
+    """Every figure of the report, the derived ratios, and notes on how they were taken."""
     import keras
 
     from segexp.data.pipeline import FileProblems, make_dataset
@@ -107,9 +86,9 @@ def measure(cfg: DictConfig) -> tuple[list[Figure], dict[str, float]]:
             f"only {len(train)} images"
         )
 
-    def batches(epoch: int = 0) -> object:
+    def batches(epoch: int = 0, cache: SampleCache | None = None) -> object:
         return make_dataset(train, dataset, size, batch, training=True, seed=cfg.trainer.seed,
-                            epoch=epoch)  # fmt: skip
+                            epoch=epoch, cache=cache)  # fmt: skip
 
     keras.utils.set_random_seed(cfg.trainer.seed)
     strategy = make_strategy(cfg.trainer.strategy)
@@ -125,9 +104,15 @@ def measure(cfg: DictConfig) -> tuple[list[Figure], dict[str, float]]:
         for x, y in in_memory[b.warmup :]:
             model.train_on_batch(x, y)
 
-    train_rate = [b.steps * batch / _timed(train_steps) for _ in range(b.repeats)]
+    train_rate = [b.steps * batch / timed(train_steps) for _ in range(b.repeats)]
     pipeline_rate = [
-        b.steps * batch / _timed(lambda e=e: list(batches(e).take(b.steps)))
+        b.steps * batch / timed(lambda e=e: list(batches(e).take(b.steps)))
+        for e in range(1, b.repeats + 1)
+    ]
+    cache = SampleCache()  # dataset.cache=memory, filled by one whole epoch
+    list(batches(0, cache))
+    cached_rate = [
+        b.steps * batch / timed(lambda e=e: list(batches(e, cache).take(b.steps)))
         for e in range(1, b.repeats + 1)
     ]
     evaluator = Evaluator(dataset.split("val"), dataset, batch_size=batch)
@@ -135,29 +120,33 @@ def measure(cfg: DictConfig) -> tuple[list[Figure], dict[str, float]]:
         model, size, dataset.num_classes, size_multiple=cfg.backbone.output_stride
     )
     evaluator.evaluate(predictor)  # trace
-    eval_rate = [len(evaluator.split) / _timed(lambda: evaluator.evaluate(predictor))
+    eval_rate = [len(evaluator.split) / timed(lambda: evaluator.evaluate(predictor))
                  for _ in range(b.repeats)]  # fmt: skip
     epoch_s = steps_per_epoch * batch / statistics.median(train_rate) + len(
         evaluator.split
     ) / statistics.median(eval_rate)
     tracking_pct = [100 * t / epoch_s for t in _tracking_seconds(dataset, b.repeats)]
-
-    def fit_rate(data_for: Callable[[], object]) -> list[float]:
-        model.fit(data_for().take(b.warmup), verbose=0)  # trace fit's own step function
-        return [b.steps * batch / _timed(lambda: model.fit(data_for().take(b.steps), verbose=0))
-                for _ in range(b.repeats)]  # fmt: skip
+    segexp_rate = fit_rate(model, batches, b.warmup, b.steps, b.repeats, batch)
 
     figures = [
         Figure("training, batches in memory", train_rate, "images/s"),
         Figure("input pipeline alone", pipeline_rate, "images/s"),
+        Figure("input pipeline from cache (dataset.cache=memory)", cached_rate, "images/s"),
         Figure("evaluation (val split, original sizes)", eval_rate, "images/s"),
         Figure("tracking, one epoch's metrics", tracking_pct, "% of an epoch"),
         Figure("time to first training step", [first_step], "s"),
-        Figure("training end to end, segexp", fit_rate(batches), "images/s"),
+        Figure("training end to end, segexp", segexp_rate, "images/s"),
     ]
+    notes = []
     if b.reference:
-        reference = lambda: reference_batches(train, size, batch)  # noqa: E731
-        figures.append(Figure("training end to end, keras.io way", fit_rate(reference), "images/s"))
+        rates, onednn = reference_rates(cfg)
+        figures.append(Figure("training end to end, keras.io way", rates, "images/s"))
+        shown = "unset" if onednn is None else f"={onednn}"
+        notes.append(
+            "The keras.io way runs in a subprocess under TensorFlow's default CPU settings "
+            f"(TF_ENABLE_ONEDNN_OPTS {shown} there); segexp's rows run with "
+            f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}."
+        )
     forward = forward_flops(model, size)
     peak = matmul_gflops(b.matmul_size, b.repeats)
     achieved = [3 * forward * r / 1e9 for r in train_rate]  # backward ~ 2x forward
@@ -171,13 +160,34 @@ def measure(cfg: DictConfig) -> tuple[list[Figure], dict[str, float]]:
     ratios = {
         "pipeline / training": by_name["input pipeline alone"]
         / by_name["training, batches in memory"],
+        "cached pipeline": by_name["input pipeline from cache (dataset.cache=memory)"],
         "achieved / matmul peak": statistics.median(achieved) / statistics.median(peak),
     }
     if b.reference:
         ratios["segexp / keras.io way"] = (
             by_name["training end to end, segexp"] / by_name["training end to end, keras.io way"]
         )
-    return figures, ratios
+    return figures, ratios, notes
+
+
+def reference_rates(cfg: DictConfig) -> tuple[list[float], str | None]:
+    """The keras.io way's end-to-end images/s, timed in a subprocess under TensorFlow's own
+    default CPU settings (TF_ENABLE_ONEDNN_OPTS unset there: TensorFlow decides), on the same
+    config, data and model. Also returns the TF_ENABLE_ONEDNN_OPTS the subprocess saw."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    with tempfile.TemporaryDirectory() as scratch:
+        config = Path(scratch) / "config.yaml"
+        OmegaConf.save(cfg, config, resolve=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "segexp.bench_reference", str(config)],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+    if done.returncode != 0 or "RESULT " not in done.stdout:
+        raise SegexpError(
+            "the keras.io-way benchmark process failed: " + done.stderr.strip()[-1500:]
+        )
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    return result["rates"], result["onednn"]
 
 
 def _tracking_seconds(dataset: object, repeats: int) -> list[float]:
@@ -200,7 +210,7 @@ def _tracking_seconds(dataset: object, repeats: int) -> list[float]:
         outbox = Outbox(Path(scratch) / "run", RunLink(uri, experiment, run_id))
         outbox.flush()  # open the store's connection pool
         for epoch in range(1, repeats + 1):
-            seconds.append(_timed(lambda e=epoch: (
+            seconds.append(timed(lambda e=epoch: (
                 outbox.metrics(dict.fromkeys(names, 0.5), step=e), outbox.flush())))  # fmt: skip
     return seconds
 
@@ -212,7 +222,9 @@ TARGETS = (  # (ratio, at least, what the speed issue asks)
 )
 
 
-def report(cfg: DictConfig, figures: list[Figure], ratios: dict[str, float]) -> str:
+def report(
+    cfg: DictConfig, figures: list[Figure], ratios: dict[str, float], notes: list[str]
+) -> str:
     """The Markdown section: machine, versions, config, the table, ratios and targets."""
     import keras
     import tensorflow as tf
@@ -229,6 +241,7 @@ def report(cfg: DictConfig, figures: list[Figure], ratios: dict[str, float]) -> 
         f"steps_per_execution {cfg.trainer.steps_per_execution}, strategy "
         f"{cfg.trainer.strategy}, augment {cfg.augment.name}, dataset {cfg.dataset.name}; "
         f"{cfg.bench.steps} timed steps after {cfg.bench.warmup}, {cfg.bench.repeats} repeats.",
+        *notes,
         "",
         "| figure | min | median | max | unit |",
         "|---|---|---|---|---|",
@@ -243,8 +256,10 @@ def report(cfg: DictConfig, figures: list[Figure], ratios: dict[str, float]) -> 
             lines.append(f"| {text} | {ratios[key]:.2f}x | {met} |")
     met = "yes" if tracking.median <= 2.0 else "no"
     lines.append(f"| tracking overhead <= 2% of an epoch | {tracking.median:.2f}% | {met} |")
-    lines.append("| input pipeline >= 400 images/s at 512 px from cache | - | not measured "
-                 "(no dataset.cache yet) |")  # fmt: skip
+    cached = ratios["cached pipeline"]
+    met = ("yes" if cached >= 400 else "no") if cfg.image_size == 512 else "n/a (512 px only)"
+    lines.append(f"| input pipeline >= 400 images/s at 512 px from cache | {cached:.0f} "
+                 f"images/s | {met} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -277,8 +292,8 @@ def main(cfg: DictConfig) -> None:
                 f"bench.{key}={value!r} is not allowed: must be an integer >= {least}"
             )
     configure_tensorflow_env()
-    figures, ratios = measure(cfg)
-    section = report(cfg, figures, ratios)
+    figures, ratios, notes = measure(cfg)
+    section = report(cfg, figures, ratios, notes)
     print(section)
     if cfg.bench.output:
         key = f"{cfg.backbone.name}-{cfg.image_size}-{cfg.trainer.batch_size}"

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from segexp.cli import configure_tensorflow_env, one_line_errors, overridden, run_app
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.validate import validate_inference_config
+from segexp.data.cache import SampleCache, make_cache
 from segexp.errors import SegexpError
 
 EVAL_PREFIX = "eval"
@@ -76,6 +77,7 @@ def evaluate(cfg: DictConfig) -> float:
         batch_size=cfg.trainer.batch_size,
         skip_corrupt=bool(dataset_cfg.skip_corrupt),
         keep_worst=cfg.worst_images,
+        cache=_disk_cache(dataset_cfg),
     )
     result = evaluator.evaluate(predictor)
 
@@ -132,3 +134,11 @@ def cli() -> None:
 
 if __name__ == "__main__":
     cli()
+
+
+def _disk_cache(dataset_cfg: DictConfig) -> SampleCache | None:
+    """The training run's disk cache of decoded samples, when it kept one (one pass: a memory
+    cache would not help)."""
+    mode = OmegaConf.select(dataset_cfg, "cache", default="none")
+    folder = OmegaConf.select(dataset_cfg, "cache_dir", default=None)
+    return make_cache("disk", Path(folder)) if mode == "disk" and folder else None

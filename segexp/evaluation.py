@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segexp.data.cache import SampleCache
 from segexp.data.dataset import SegmentationDataset, Split
 from segexp.data.files import CorruptFileError
 from segexp.data.pipeline import FileProblems, PairReader
@@ -64,11 +65,12 @@ class Evaluator:
         skip_corrupt: bool = False,
         problems: FileProblems | None = None,
         keep_worst: int = 0,
+        cache: SampleCache | None = None,
     ) -> None:
         self.split, self.dataset, self.batch_size = split, dataset, batch_size
         self.problems = problems or FileProblems()
         self.reader = PairReader(
-            dataset.num_classes, dataset.ignore_index, skip_corrupt, self.problems
+            dataset.num_classes, dataset.ignore_index, skip_corrupt, self.problems, cache
         )
         self.keep_worst = keep_worst
 

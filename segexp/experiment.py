@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segexp import plots, tracking
 from segexp.data.augment import AugmentOptions
+from segexp.data.cache import SampleCache, make_cache
 from segexp.data.checks import dataset_digest, layout_findings, scan_split
 from segexp.data.dataset import SegmentationDataset
 from segexp.data.files import DataFileError
@@ -229,6 +230,7 @@ class Job:
     problems: FileProblems
     strategy: tf.distribute.Strategy
     workers: Workers
+    cache: SampleCache | None  # dataset.cache, shared by every epoch and the validation
 
     @property
     def steps_per_epoch(self) -> int:
@@ -243,7 +245,8 @@ def prepare_job(cfg: DictConfig, workers: Workers) -> Job:
     dataset = load_dataset(cfg)
     problems = FileProblems()
     histograms = class_histograms(dataset, bool(cfg.dataset.skip_corrupt), problems)
-    return Job(cfg, dataset, histograms, problems, strategy, workers)
+    cache = make_cache(cfg.dataset.cache, Path(cfg.dataset.cache_dir))
+    return Job(cfg, dataset, histograms, problems, strategy, workers, cache)
 
 
 def train_job(
@@ -263,7 +266,7 @@ def train_job(
         return make_dataset(
             dataset.split("train"), dataset, cfg.image_size, batch, training=True,
             seed=cfg.trainer.seed, augment=augment, skip_corrupt=skip_corrupt,
-            problems=job.problems, epoch=epoch, skip_batches=skip, shard=shard,
+            problems=job.problems, epoch=epoch, skip_batches=skip, shard=shard, cache=job.cache,
         )  # fmt: skip
 
     def train_batches(epoch: int, skip: int) -> tf.data.Dataset | tf.distribute.DistributedDataset:
@@ -282,6 +285,7 @@ def train_job(
             batch_size=cfg.trainer.batch_size,
             skip_corrupt=skip_corrupt,
             problems=job.problems,
+            cache=job.cache,
         ),
         input_size=cfg.image_size,
         size_multiple=cfg.backbone.output_stride,
@@ -378,6 +382,7 @@ def run_training(
                 dataset.split("val"), dataset, cfg.image_size, cfg.trainer.batch_size,
                 training=False, seed=cfg.trainer.seed,
                 skip_corrupt=bool(cfg.dataset.skip_corrupt), problems=job.problems,
+                cache=job.cache,
             )  # fmt: skip
             log_figures(
                 outbox, model, val_data, dataset, result.history,

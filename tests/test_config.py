@@ -157,6 +157,7 @@ BAD_OVERRIDES = [
     ("trainer.steps_per_execution=0", "trainer.steps_per_execution=0", "positive integer"),
     ("trainer.jit_compile=sometimes", "trainer.jit_compile='sometimes'", "true or false"),
     ("trainer.strategy=horovod", "trainer.strategy='horovod'", "mirrored, multi_worker"),
+    ("dataset.cache=ram", "dataset.cache='ram'", "must be none, memory, disk"),
     (
         "trainer.strategy=multi_worker dataset.skip_corrupt=true",
         "dataset.skip_corrupt=True",

@@ -60,6 +60,7 @@ class _Checker:
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype policies
 # segexp.distribute (kept TensorFlow-free here)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+CACHE_MODES = ("none", "memory", "disk")  # segexp.data.cache
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -160,6 +161,7 @@ def _check_dataset(c: _Checker, num_classes: object) -> None:
                 "must be set when dataset.val_folder=Training: val takes the files after it",
             )
     skip = c.check("dataset.skip_corrupt", lambda v: isinstance(v, bool), "must be true or false")
+    c.check("dataset.cache", lambda v: v in CACHE_MODES, f"must be {', '.join(CACHE_MODES)}")
     if skip is True and _get(c.cfg, "trainer.strategy") == "multi_worker":
         c.fail(
             "dataset.skip_corrupt",

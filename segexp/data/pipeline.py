@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from segexp.data.augment import AugmentOptions, augment_pair, flip_lookup, resize_pair
+from segexp.data.cache import SampleCache
 from segexp.data.dataset import SegmentationDataset, Split
 from segexp.data.files import (
     CorruptFileError,
@@ -48,9 +49,19 @@ class PairReader:
     ignore_index: int
     skip_corrupt: bool
     problems: FileProblems
+    cache: SampleCache | None = None  # dataset.cache: samples already read and checked
 
     def read(self, image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 image and (H, W) int32 mask; raises DataFileError naming the file."""
+        if self.cache is None:
+            return self._read_files(image_path, mask_path)
+        sample = self.cache.get(image_path, mask_path)
+        if sample is None:
+            sample = self._read_files(image_path, mask_path)
+            self.cache.put(image_path, mask_path, sample)
+        return sample
+
+    def _read_files(self, image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
         image = read_image(image_path)
         mask = read_mask(mask_path)
         if image.shape[:2] != mask.shape:
@@ -92,6 +103,7 @@ def make_dataset(
     epoch: int = 0,
     skip_batches: int = 0,
     shard: tuple[int, int] = (0, 1),
+    cache: SampleCache | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 image (B, S, S, 3) in 0..255, int32 mask (B, S, S)) for one split.
 
@@ -104,9 +116,10 @@ def make_dataset(
     `shard=(index, count)`: this worker's share of a multi-worker epoch, every count-th sample
     of the epoch's order from `index` on; all shards get the same number of samples (the
     epoch's last len % count are left out), so every worker trains the same number of steps.
+    `cache` (shared across calls) keeps what was read, so later epochs skip the files.
     """
     reader = PairReader(
-        dataset.num_classes, dataset.ignore_index, skip_corrupt, problems or FileProblems()
+        dataset.num_classes, dataset.ignore_index, skip_corrupt, problems or FileProblems(), cache
     )
     augment = augment if training and augment is not None and augment.enabled else None
     lookup = flip_lookup(dataset.num_classes, dataset.flip_pairs)
