@@ -127,6 +127,14 @@ def main(cfg: DictConfig) -> float:
     return evaluate(cfg)
 
 
+def _disk_cache(dataset_cfg: DictConfig) -> SampleCache | None:
+    """The training run's disk cache of decoded samples, when it kept one (one pass: a memory
+    cache would not help)."""
+    mode = OmegaConf.select(dataset_cfg, "cache", default="none")
+    folder = OmegaConf.select(dataset_cfg, "cache_dir", default=None)
+    return make_cache("disk", Path(folder)) if mode == "disk" and folder else None
+
+
 def cli() -> None:
     """Console entry."""
     run_app(main, "evaluate")
@@ -134,11 +142,3 @@ def cli() -> None:
 
 if __name__ == "__main__":
     cli()
-
-
-def _disk_cache(dataset_cfg: DictConfig) -> SampleCache | None:
-    """The training run's disk cache of decoded samples, when it kept one (one pass: a memory
-    cache would not help)."""
-    mode = OmegaConf.select(dataset_cfg, "cache", default="none")
-    folder = OmegaConf.select(dataset_cfg, "cache_dir", default=None)
-    return make_cache("disk", Path(folder)) if mode == "disk" and folder else None

@@ -73,6 +73,8 @@ def test_evaluate_a_checkpoint_path_logs_into_a_new_run(tiny_run, tmp_path):
             "tracking.experiment=evaluations",
             "tta.flip=true",
             "tta.scales=[0.75,1.0]",
+            "dataset.cache=disk",
+            f"dataset.cache_dir={tmp_path / 'cache'}",
             f"hydra.run.dir={tmp_path / 'out'}",
         ],  # fmt: skip
         tiny_run.workdir,
@@ -82,6 +84,7 @@ def test_evaluate_a_checkpoint_path_logs_into_a_new_run(tiny_run, tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("evaluations").experiment_id])
     assert len(runs) == 1 and runs[0].data.tags["segexp.evaluated_model"] == str(checkpoint)
     assert 0 <= runs[0].data.metrics["eval/mean_iou"] <= 1
+    assert len(list((tmp_path / "cache").glob("*/*.npz"))) == 4  # the 4 val samples, cached
 
 
 def test_evaluate_a_registered_model_logs_into_a_new_run_tagged_with_it(tiny_run, tmp_path):

@@ -137,6 +137,7 @@ def _assert_same_run_as_full(faults: dict, name: str) -> None:
         "paths.data_dir",
         "trainer.checkpoint_dir",
         "dataset.root",
+        "dataset.cache_dir",
     }
     assert not differing, differing
     ours, theirs = _weights(workdir / name), _weights(workdir / "full")
