@@ -43,6 +43,7 @@ from segexp.models.deeplabv3plus import build_deeplabv3plus
 from segexp.trainer import (
     Coordination,
     EarlyStop,
+    EpochListener,
     TrainResult,
     Validation,
     Watch,
@@ -250,7 +251,10 @@ def prepare_job(cfg: DictConfig, workers: Workers) -> Job:
 
 
 def train_job(
-    job: Job, listeners: list, resume: bool, log_model: Callable[[keras.Model], None] = bool
+    job: Job,
+    listeners: list[EpochListener],
+    resume: bool,
+    log_model: Callable[[keras.Model], None] | None = None,
 ) -> tuple[keras.Model, TrainResult]:
     """Seed, build the model and train it under the job's strategy; each worker of a
     multi-worker job reads its own shard of the files and only the chief writes checkpoints."""
@@ -292,7 +296,8 @@ def train_job(
         in_logs=[m for m in watched_metrics(cfg) if m.startswith("val/iou/")],
     )
     model = build_compiled_model(cfg, dataset, job.histograms, job.steps_per_epoch, strategy)
-    log_model(model)
+    if log_model is not None:
+        log_model(model)
     if multi_worker:
         fit_ready_for_multi_worker(model, strategy)
     coordination = Coordination(agree=any_worker(strategy), mid_epoch_stops=not multi_worker)
