@@ -1,11 +1,13 @@
-"""dataset.cache: the second epoch reads no file, gives the same batches as no cache, a later
-run reuses the disk cache, an edited source file or a damaged cache file is read again."""
+"""dataset.cache: the second epoch reads no file, gives the same batches as no cache (resized
+samples without augmentation, own-size ones with it), a later run reuses the disk cache, an
+edited source file or a damaged cache file is read again."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import segexp.data.pipeline as pipeline
+from segexp.data.augment import AugmentOptions
 from segexp.data.cache import SampleCache, make_cache
 from segexp.data.pipeline import make_dataset
 from tests.test_pipeline import _labels, _write_pairs
@@ -25,9 +27,9 @@ def counted_reads(monkeypatch):
     return calls
 
 
-def _batches(split, cache, epoch=0, training=True):
+def _batches(split, cache, epoch=0, training=True, augment=None):
     data = make_dataset(split, _labels(), 32, 3, training=training, seed=5, epoch=epoch,
-                        cache=cache)  # fmt: skip
+                        cache=cache, augment=augment)  # fmt: skip
     return [(x.numpy(), y.numpy()) for x, y in data]
 
 
@@ -47,9 +49,25 @@ def test_later_epochs_read_no_file_and_match_the_uncached_batches(tmp_path, coun
     second = _batches(split, cache, epoch=1)
     evaluation = _batches(split, cache, training=False)
     assert len(counted_reads) == 7, "epoch 2 and evaluation came from the cache"
+    image, mask = cache.get(split.images[0], split.masks[0], 32)  # kept at the training size
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and mask.shape == (32, 32)
+    assert all((x == np.round(x)).all() for x, _ in first)  # resized samples are whole values
     _same(first, _batches(split, None, epoch=0))
     _same(second, _batches(split, None, epoch=1))
     _same(evaluation, _batches(split, None, training=False))
+
+
+def test_with_augmentation_samples_are_cached_at_their_own_size(tmp_path, counted_reads):
+    split = _write_pairs(tmp_path / "data", 6, np.random.default_rng(5))
+    cache, standard = SampleCache(), AugmentOptions(name="standard")
+    first = _batches(split, cache, epoch=0, augment=standard)
+    second = _batches(split, cache, epoch=1, augment=standard)
+    assert len(counted_reads) == 6 and len(cache) == 6
+    for image_path, mask_path in zip(split.images, split.masks, strict=True):
+        image, _ = cache.get(image_path, mask_path)  # at its own size, for random crops
+        assert image.shape[:2] == np.asarray(Image.open(image_path)).shape[:2]
+    _same(first, _batches(split, None, epoch=0, augment=standard))
+    _same(second, _batches(split, None, epoch=1, augment=standard))
 
 
 def test_a_later_run_reuses_the_disk_cache(tmp_path, counted_reads):

@@ -1,5 +1,7 @@
 """dataset.cache: keep decoded, checked samples (uint8 image, label mask) so later epochs and
-evaluations skip reading and decoding the files: in memory, or as .npz files on disk."""
+evaluations skip reading and decoding the files: in memory, or as .npz files on disk. A sample
+is kept at its own size, or resized to the training size where nothing else changes it per
+epoch (no augmentation), which also spares the resize."""
 
 import hashlib
 import os
@@ -21,39 +23,42 @@ class SampleCache:
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder
-        self._memory: dict[tuple[str, str], Sample] = {}
+        self._memory: dict[tuple[str, str, int | None], Sample] = {}
         self._lock = threading.Lock()
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
 
-    def _entry(self, image_path: Path, mask_path: Path) -> Path:
+    def _entry(self, image_path: Path, mask_path: Path, size: int | None) -> Path:
         assert self.folder is not None
-        parts = []
+        parts = [f"size={size}"]
         for path in (image_path, mask_path):
             stat = path.stat()
             parts.append(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}")
         digest = hashlib.sha1("\n".join(parts).encode()).hexdigest()
         return self.folder / digest[:2] / f"{digest}.npz"
 
-    def get(self, image_path: Path, mask_path: Path) -> Sample | None:
-        """The cached sample, or None (not cached yet, a source file changed or is gone, or a
-        cache file is damaged: it is then read again from the source)."""
+    def get(self, image_path: Path, mask_path: Path, size: int | None = None) -> Sample | None:
+        """The cached sample (at its own size, or resized to `size` x `size`), or None (not
+        cached yet, a source file changed or is gone, or a cache file is damaged: it is then
+        read again from the source)."""
         if self.folder is None:
-            return self._memory.get((str(image_path), str(mask_path)))
+            return self._memory.get((str(image_path), str(mask_path), size))
         try:
-            entry = self._entry(image_path, mask_path)
+            entry = self._entry(image_path, mask_path, size)
             with np.load(entry) as stored:
                 return stored["image"], stored["mask"].astype(np.int32)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
 
-    def put(self, image_path: Path, mask_path: Path, sample: Sample) -> None:
+    def put(
+        self, image_path: Path, mask_path: Path, sample: Sample, size: int | None = None
+    ) -> None:
         image, mask = sample
         if self.folder is None:
             with self._lock:
-                self._memory[(str(image_path), str(mask_path))] = sample
+                self._memory[(str(image_path), str(mask_path), size)] = sample
             return
-        entry = self._entry(image_path, mask_path)
+        entry = self._entry(image_path, mask_path, size)
         entry.parent.mkdir(parents=True, exist_ok=True)
         small = mask.min(initial=0) >= 0 and mask.max(initial=0) <= 255
         # a private temporary name, then a rename: readers (other jobs sharing the folder

@@ -89,6 +89,30 @@ class PairReader:
         return image, mask, True
 
 
+@dataclass(frozen=True)
+class ResizedSamples:
+    """The numpy side of the resized-sample cache: look a pair up, store what was read."""
+
+    cache: SampleCache
+    size: int
+
+    def lookup(self, image_path: bytes, mask_path: bytes) -> tuple[bool, np.ndarray, np.ndarray]:
+        sample = self.cache.get(Path(image_path.decode()), Path(mask_path.decode()), self.size)
+        if sample is None:
+            empty = np.zeros((self.size, self.size), np.int32)
+            return np.bool_(False), np.zeros((self.size, self.size, 3), np.uint8), empty
+        return np.bool_(True), sample[0], sample[1].astype(np.int32)
+
+    def store(
+        self, image_path: bytes, mask_path: bytes, image: np.ndarray, mask: np.ndarray, ok: bool
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        if ok:  # a skipped corrupt file is not kept
+            self.cache.put(
+                Path(image_path.decode()), Path(mask_path.decode()), (image, mask), self.size
+            )
+        return image, mask, np.bool_(ok)
+
+
 def make_dataset(
     split: Split,
     dataset: SegmentationDataset,
@@ -118,10 +142,16 @@ def make_dataset(
     epoch's last len % count are left out), so every worker trains the same number of steps.
     `cache` (shared across calls) keeps what was read, so later epochs skip the files.
     """
-    reader = PairReader(
-        dataset.num_classes, dataset.ignore_index, skip_corrupt, problems or FileProblems(), cache
-    )
     augment = augment if training and augment is not None and augment.enabled else None
+    # without augmentation the cache keeps samples resized (and rounded, as every sample of
+    # such a pipeline is); with it, at their own size, for each epoch's random crop and scale
+    reader = PairReader(
+        dataset.num_classes, dataset.ignore_index, skip_corrupt, problems or FileProblems(),
+        cache if augment is not None else None,
+    )  # fmt: skip
+    resized_samples = (
+        ResizedSamples(cache, image_size) if cache is not None and augment is None else None
+    )
     lookup = flip_lookup(dataset.num_classes, dataset.flip_pairs)
     files = tf.data.Dataset.from_tensor_slices(
         ([str(p) for p in split.images], [str(p) for p in split.masks])
@@ -134,27 +164,58 @@ def make_dataset(
         lambda i: tf.stack([tf.constant(epoch_seed, tf.int64), i])
     )
 
-    def load(
-        paths: tuple[tf.Tensor, tf.Tensor], sample_seed: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def read(paths: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         image, mask, ok = tf.numpy_function(
             reader, paths, (tf.uint8, tf.int32, tf.bool), stateful=False
         )
         image = tf.ensure_shape(tf.cast(image, tf.float32), [None, None, 3])
-        mask = tf.ensure_shape(mask, [None, None])
-        if augment is not None:
-            image, mask = augment_pair(
-                image,
-                mask,
-                sample_seed,
-                image_size,
-                augment,
-                lookup,
-                dataset.num_classes,
-                dataset.ignore_index,
-            )
-        else:
-            image, mask = resize_pair(image, mask, image_size, image_size)
+        return image, tf.ensure_shape(mask, [None, None]), ok
+
+    def read_resized(paths: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        image, mask, ok = read(paths)
+        image, mask = resize_pair(image, mask, image_size, image_size)
+        # bilinear weights are convex: the values stay in 0..255
+        return tf.cast(tf.round(image), tf.uint8), mask, ok
+
+    def read_resized_cached(
+        paths: tuple[tf.Tensor, tf.Tensor],
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        assert resized_samples is not None
+        hit, image, mask = tf.numpy_function(
+            resized_samples.lookup, paths, (tf.bool, tf.uint8, tf.int32), stateful=True
+        )
+
+        def from_files() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            fresh = read_resized(paths)
+            return tuple(tf.numpy_function(
+                resized_samples.store, [*paths, *fresh], (tf.uint8, tf.int32, tf.bool),
+                stateful=True,
+            ))  # fmt: skip
+
+        hit = tf.ensure_shape(hit, [])
+        image, mask, ok = tf.cond(hit, lambda: (image, mask, tf.constant(True)), from_files)
+        shape = [image_size, image_size]
+        image, mask = tf.ensure_shape(image, [*shape, 3]), tf.ensure_shape(mask, shape)
+        return image, mask, tf.ensure_shape(ok, [])
+
+    def load(
+        paths: tuple[tf.Tensor, tf.Tensor], sample_seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        if augment is None:
+            resized = read_resized if resized_samples is None else read_resized_cached
+            image, mask, ok = resized(paths)
+            return tf.cast(image, tf.float32), mask, ok
+        image, mask, ok = read(paths)
+        image, mask = augment_pair(
+            image,
+            mask,
+            sample_seed,
+            image_size,
+            augment,
+            lookup,
+            dataset.num_classes,
+            dataset.ignore_index,
+        )
         return image, mask, ok
 
     samples = tf.data.Dataset.zip(files, sample_seeds)
