@@ -106,10 +106,9 @@ class ResizedSamples:
     def store(
         self, image_path: bytes, mask_path: bytes, image: np.ndarray, mask: np.ndarray, ok: bool
     ) -> tuple[np.ndarray, np.ndarray, bool]:
-        if ok:  # a skipped corrupt file is not kept
-            self.cache.put(
-                Path(image_path.decode()), Path(mask_path.decode()), (image, mask), self.size
-            )
+        if ok:  # a skipped corrupt file is not kept; a copy owns its memory (not TensorFlow's)
+            sample = (np.array(image), np.array(mask))
+            self.cache.put(Path(image_path.decode()), Path(mask_path.decode()), sample, self.size)
         return image, mask, np.bool_(ok)
 
 
