@@ -1,12 +1,13 @@
 """`python -m segexp.bench [overrides]`: speed and memory of the composed config on this machine.
 
 Measures, each `bench.repeats` times (min / median / max): steady-state training images/s (on
-batches already in memory, after `bench.warmup` steps), the input pipeline alone, evaluation,
-the same from dataset.cache=memory, one epoch's tracking cost through the outbox into a scratch
-SQLite store, end-to-end training (pipeline + steps) segexp's way and the keras.io example's
-way (its tf.data pipeline without prefetch, same model, in a subprocess under TensorFlow's
-default CPU settings), plus time to the first training step, peak RSS, forward FLOPs per image
-(TensorFlow's profiler) and a float32 matmul's GFLOP/s as the machine's practical peak.
+batches already in memory, after `bench.warmup` steps), the input pipeline alone over a whole
+epoch and the same from dataset.cache=memory, evaluation, one epoch's tracking cost through
+the outbox into a scratch SQLite store, end-to-end training (pipeline + steps) segexp's way
+and the keras.io example's way (its tf.data pipeline without prefetch, same model, in a
+subprocess under TensorFlow's default CPU settings), plus time to the first training step,
+peak RSS, forward FLOPs per image (TensorFlow's profiler) and a float32 matmul's GFLOP/s as
+the machine's practical peak.
 Prints a table and writes a section of `bench.output` (docs/benchmarks.md).
 """
 
@@ -105,15 +106,15 @@ def measure(cfg: DictConfig) -> tuple[list[Figure], dict[str, float], list[str]]
             model.train_on_batch(x, y)
 
     train_rate = [b.steps * batch / timed(train_steps) for _ in range(b.repeats)]
+    # the pipeline over whole epochs: a few batches would mostly time its start-up
+    epoch_images = steps_per_epoch * batch
     pipeline_rate = [
-        b.steps * batch / timed(lambda e=e: list(batches(e).take(b.steps)))
-        for e in range(1, b.repeats + 1)
+        epoch_images / timed(lambda e=e: list(batches(e))) for e in range(1, b.repeats + 1)
     ]
     cache = SampleCache()  # dataset.cache=memory, filled by one whole epoch
     list(batches(0, cache))
     cached_rate = [
-        b.steps * batch / timed(lambda e=e: list(batches(e, cache).take(b.steps)))
-        for e in range(1, b.repeats + 1)
+        epoch_images / timed(lambda e=e: list(batches(e, cache))) for e in range(1, b.repeats + 1)
     ]
     evaluator = Evaluator(dataset.split("val"), dataset, batch_size=batch)
     predictor = Predictor(
