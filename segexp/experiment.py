@@ -347,7 +347,7 @@ def run_training(
     workers = workers_of(cfg.trainer.strategy)
     if not workers.chief:
         job = prepare_job(cfg, workers)
-        _, result = _naming_bad_files(job, lambda: train_job(job, [], resume))
+        _, result = _clear_failures(job, lambda: train_job(job, [], resume))
         return JobResult(run_id=None, tracking_uri=None, train=result, workers=workers)
 
     output_dir = Path(cfg.paths.output_dir)
@@ -396,7 +396,7 @@ def run_training(
             return model, result
 
         try:
-            _, result = _naming_bad_files(job, train_and_show)
+            _, result = _clear_failures(job, train_and_show)
         finally:
             tracking.log_skipped_files(outbox, job.problems.skipped)
         tracking.log_files(outbox, result.best_checkpoint, output_dir / ".hydra")
@@ -410,11 +410,21 @@ def run_training(
     )
 
 
-def _naming_bad_files(job: Job, work: Callable[[], _T]) -> _T:
+def _clear_failures(job: Job, work: Callable[[], _T]) -> _T:
     """Run `work`; a data file that broke the input pipeline is named (TensorFlow's own error
-    only says that a py_function failed)."""
+    only says that a py_function failed), and a lost worker of a multi-worker job is said."""
     try:
         return work()
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as err:
+        if not is_multi_worker(job.strategy):
+            raise
+        raise SegexpError(
+            f"a worker of this multi-worker job stopped answering (TensorFlow: "
+            f"{type(err).__name__} in a collective op); "
+            f"the last complete epoch's state is in the chief's "
+            f"{Path(job.cfg.trainer.checkpoint_dir).name}/ folder: continue with "
+            "resume=<the chief's run folder> on every worker"
+        ) from None
     except tf.errors.OpError:
         if job.problems.fatal is not None:
             raise job.problems.fatal from None

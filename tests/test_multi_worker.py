@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -161,3 +162,50 @@ def test_two_workers_give_the_weights_of_one_process(tmp_path):
     for mine, theirs in zip(first, alone, strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-5)
     assert first[8] == [6.0]  # 2 epochs x 3 steps: one optimizer step per global batch
+
+
+@pytest.mark.slow
+def test_a_lost_worker_fails_the_run_with_one_line_and_keeps_the_last_epoch(tiny_run, tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    args = [*TINY_ARGS, "trainer.epochs=20", "tracking.experiment=lost_worker",
+            "trainer.strategy=multi_worker",
+            f"paths.data_dir={tiny_run.workdir / 'data'}"]  # fmt: skip
+    workers = []
+    for index in (0, 1):
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        task = {"type": "worker", "index": index}
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": task})
+        command = [sys.executable, "-m", "segexp.train", *args,
+                   f"hydra.run.dir={tmp_path / f'out{index}'}"]  # fmt: skip
+        workers.append(
+            subprocess.Popen(
+                command,
+                cwd=tmp_path,
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
+        )
+    state = tmp_path / "out0" / "checkpoints" / "train_state.npz"
+    deadline = time.monotonic() + 600
+    while not state.exists():  # the chief finished epoch 1
+        assert time.monotonic() < deadline and workers[0].poll() is None
+        time.sleep(0.5)
+    workers[1].kill()  # SIGKILL: a lost node
+    out, err = workers[0].communicate(timeout=300)
+    workers[1].communicate()
+    assert workers[0].returncode == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: a worker of this multi-worker job stopped answering (TensorFlow: "
+        "UnavailableError in a collective op); the last complete epoch's state is in the "
+        "chief's checkpoints/ folder: continue with resume=<the chief's run folder> on every "
+        "worker"
+    ], err[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("lost_worker").experiment_id])[0]
+    assert run.info.status == "FAILED"
+    steps = [s for s, _ in _history(client, run.info.run_id, "train/loss")]
+    assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) < 20
+    assert state.is_file()
