@@ -92,6 +92,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` spans several worker processes (sharded input, agreed stops)."""
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
