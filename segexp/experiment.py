@@ -230,6 +230,7 @@ class Job:
     histograms: dict[str, np.ndarray]
     problems: FileProblems
     strategy: tf.distribute.Strategy
+    per_replica_batch: int  # trainer.batch_size split over the strategy's replicas
     workers: Workers
     cache: SampleCache | None  # dataset.cache, shared by every epoch and the validation
 
@@ -242,12 +243,12 @@ def prepare_job(cfg: DictConfig, workers: Workers) -> Job:
     """The strategy (first: a multi-worker one must start before TensorFlow's runtime), the
     dataset and its per-class histograms (a bad mask fails here, before any run)."""
     strategy = make_strategy(cfg.trainer.strategy)
-    per_replica_batch(cfg.trainer.batch_size, strategy, cfg.trainer.strategy)
+    per_replica = per_replica_batch(cfg.trainer.batch_size, strategy, cfg.trainer.strategy)
     dataset = load_dataset(cfg)
     problems = FileProblems()
     histograms = class_histograms(dataset, bool(cfg.dataset.skip_corrupt), problems)
     cache = make_cache(cfg.dataset.cache, Path(cfg.dataset.cache_dir))
-    return Job(cfg, dataset, histograms, problems, strategy, workers, cache)
+    return Job(cfg, dataset, histograms, problems, strategy, per_replica, workers, cache)
 
 
 def train_job(
@@ -368,9 +369,7 @@ def run_training(
         outbox.params(
             {
                 "trainer.replicas": strategy.num_replicas_in_sync,
-                "trainer.per_replica_batch": per_replica_batch(
-                    cfg.trainer.batch_size, strategy, cfg.trainer.strategy
-                ),
+                "trainer.per_replica_batch": job.per_replica_batch,
                 "trainer.workers": workers.count,
             }
         )

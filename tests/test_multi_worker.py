@@ -30,6 +30,20 @@ def _history(client, run_id, key):
     return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
 
 
+def _start_training(args, tmp_path, folder, cluster=None, index=None, tmpdir=None):
+    """`python -m segexp.train ARGS` in the background, output in tmp_path/folder; worker
+    `index` of `cluster` (TF_CONFIG) when a cluster is given."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if cluster is not None:
+        task = {"type": "worker", "index": index}
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": task})
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    command = [sys.executable, "-m", "segexp.train", *args, f"hydra.run.dir={tmp_path / folder}"]
+    return subprocess.Popen(command, cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
 @pytest.mark.slow
 def test_two_workers_on_localhost_train_one_run_like_one_process(tiny_run, tmp_path):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
@@ -40,33 +54,12 @@ def test_two_workers_on_localhost_train_one_run_like_one_process(tiny_run, tmp_p
     common = [*TINY_ARGS, "optimizer=sgd", "optimizer.momentum=0.0", "trainer.sync_bn=true",
               f"paths.data_dir={tiny_run.workdir / 'data'}"]  # fmt: skip
     args = [*common, "tracking.experiment=two_workers", "trainer.strategy=multi_worker"]
-    alone = subprocess.Popen(
-        [sys.executable, "-m", "segexp.train", *common, "tracking.experiment=one_process",
-         f"hydra.run.dir={tmp_path / 'alone'}"],
-        cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
-    )  # fmt: skip
+    alone = _start_training([*common, "tracking.experiment=one_process"], tmp_path, "alone")
     workers = []
     for index in (0, 1):
         scratch = tmp_path / f"tmp{index}"
         scratch.mkdir()
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        env.update(
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-            TMPDIR=str(scratch),
-        )
-        command = [sys.executable, "-m", "segexp.train", *args,
-                   f"hydra.run.dir={tmp_path / f'out{index}'}"]  # fmt: skip
-        workers.append(
-            subprocess.Popen(
-                command,
-                cwd=tmp_path,
-                env=env,
-                text=True,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )  # fmt: skip
-        )
+        workers.append(_start_training(args, tmp_path, f"out{index}", cluster, index, scratch))
     outputs = [w.communicate(timeout=900) for w in [*workers, alone]]
     for worker, (out, err) in zip([*workers, alone], outputs, strict=True):
         assert worker.returncode == 0, out[-2000:] + err[-4000:]
@@ -170,23 +163,7 @@ def test_a_lost_worker_fails_the_run_with_one_line_and_keeps_the_last_epoch(tiny
     args = [*TINY_ARGS, "trainer.epochs=20", "tracking.experiment=lost_worker",
             "trainer.strategy=multi_worker",
             f"paths.data_dir={tiny_run.workdir / 'data'}"]  # fmt: skip
-    workers = []
-    for index in (0, 1):
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        task = {"type": "worker", "index": index}
-        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": task})
-        command = [sys.executable, "-m", "segexp.train", *args,
-                   f"hydra.run.dir={tmp_path / f'out{index}'}"]  # fmt: skip
-        workers.append(
-            subprocess.Popen(
-                command,
-                cwd=tmp_path,
-                env=env,
-                text=True,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )  # fmt: skip
-        )
+    workers = [_start_training(args, tmp_path, f"out{i}", cluster, i) for i in (0, 1)]
     state = tmp_path / "out0" / "checkpoints" / "train_state.npz"
     deadline = time.monotonic() + 600
     while not state.exists():  # the chief finished epoch 1
