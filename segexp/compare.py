@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from segexp.errors import SegexpError
-from segexp.sweep_summary import METRIC, best_value, curves_figure
+from segexp.sweep_summary import METRIC, baseline_cells, best_value, curves_figure, trivial_note
 
 # Params that differ between any two runs but say nothing about the experiment.
 _IGNORED = ("paths.", "hydra.", "trainer.checkpoint_dir", "tracking.run_name")
@@ -53,17 +53,18 @@ def differing_params(runs: list[Run]) -> list[str]:
 
 
 def table(client: MlflowClient, runs: list[Run]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: rank, run name, status, best val/mean_iou, the differing params, run id."""
+    """Header and rows: rank, run name, status, best val/mean_iou, the trivial baseline and
+    whether the run beats it, the differing params, run id."""
     params = differing_params(runs)
     scored = sorted(
         ((best_value(client, r), r) for r in runs),
         key=lambda pair: (pair[0] is None, -(pair[0] or 0.0)),
     )
-    header = ["rank", "run", "status", f"best {METRIC}", *params, "run_id"]
+    header = ["rank", "run", "status", f"best {METRIC}", "baseline", "trivial", *params, "run_id"]
     rows = [
         [str(i), r.info.run_name or "", r.info.status,
-         "n/a" if v is None else f"{v:.4f}", *(r.data.params.get(p, "") for p in params),
-         r.info.run_id]
+         "n/a" if v is None else f"{v:.4f}", *baseline_cells(r),
+         *(r.data.params.get(p, "") for p in params), r.info.run_id]
         for i, (v, r) in enumerate(scored, start=1)
     ]  # fmt: skip
     return header, rows
@@ -114,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     header, rows = table(client, runs)
     sys.stdout.write(render(header, rows, args.format))
     curves_figure(client, runs).savefig(args.figure, dpi=100)
-    sys.stdout.flush()  # the table first, then the note on stderr
+    sys.stdout.flush()  # the table first, then the notes on stderr
+    note = trivial_note(runs)
+    if note:
+        print(note, file=sys.stderr)
     print(f"curves: {args.figure}", file=sys.stderr)
     return 0
 

@@ -39,11 +39,15 @@ from segexp.distribute import (
 from segexp.errors import SegexpError
 from segexp.evaluation import Evaluator
 from segexp.interrupts import stop_on_signals
+from segexp.metrics import majority_baseline
+from segexp.models.batchnorm import set_momentum
 from segexp.models.deeplabv3plus import build_deeplabv3plus
+from segexp.sweep_summary import BASELINE_METRIC, TRIVIAL_MARGIN, TRIVIAL_TAG
 from segexp.trainer import (
     Coordination,
     EarlyStop,
     EpochListener,
+    RecomputeBatchNorm,
     TrainResult,
     Validation,
     Watch,
@@ -55,6 +59,29 @@ _T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """The trivial model's val mean IoU: the train split's majority class everywhere."""
+
+    class_name: str
+    mean_iou: float
+
+    def beaten_by(self, score: float) -> bool:
+        """Whether `score` is more than TRIVIAL_MARGIN above the baseline."""
+        return score > self.mean_iou + TRIVIAL_MARGIN
+
+    def warning(self, score: float) -> str:
+        """One line for a run whose best score does not beat the baseline."""
+        return (
+            f"warning: best val/mean_iou {score:.4f} does not beat val/baseline_mean_iou "
+            f"{self.mean_iou:.4f} (predicting '{self.class_name}' everywhere) by more than "
+            f"{TRIVIAL_MARGIN}: the model predicts little but that class. Usual causes: too few "
+            "steps (more epochs or a smaller batch), a learning rate too high or too low, "
+            "BatchNorm statistics that lag the weights (batchnorm.precise_batches=0 with "
+            "momentum 0.99), a class too rare to learn (loss.class_weights=auto)"
+        )
+
+
+@dataclass(frozen=True)
 class JobResult:
     """What `run_training` reports back to the command line and to a sweeper."""
 
@@ -62,6 +89,13 @@ class JobResult:
     tracking_uri: str | None
     train: TrainResult
     workers: Workers = Workers()
+    baseline: Baseline | None = None  # None on a non-chief worker
+
+
+def majority_class_baseline(dataset: SegmentationDataset, histograms: dict) -> Baseline:
+    """The val score of predicting the train split's most frequent class everywhere."""
+    class_id, mean_iou = majority_baseline(histograms)
+    return Baseline(dataset.class_names[class_id], mean_iou)
 
 
 def load_dataset(cfg: DictConfig) -> SegmentationDataset:
@@ -119,8 +153,9 @@ def early_stop(cfg: DictConfig) -> EarlyStop | None:
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
-    """DeepLabV3+ on the backbone that `cfg.backbone` instantiates, with the `aspp` options."""
-    return build_deeplabv3plus(
+    """DeepLabV3+ on the backbone that `cfg.backbone` instantiates, with the `aspp` options and
+    every BatchNormalization at `batchnorm.momentum`."""
+    model = build_deeplabv3plus(
         instantiate(cfg.backbone),
         num_classes,
         rates=list(cfg.aspp.rates),
@@ -134,6 +169,8 @@ def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
         decoder_convs=cfg.decoder.num_convs,
         decoder_separable=cfg.decoder.separable,
     )
+    set_momentum(model, cfg.batchnorm.momentum)
+    return model
 
 
 def build_compiled_model(
@@ -296,6 +333,13 @@ def train_job(
         size_multiple=cfg.backbone.output_stride,
         in_logs=[m for m in watched_metrics(cfg) if m.startswith("val/iou/")],
     )
+    precise_batches = cfg.batchnorm.precise_batches
+    before_validation = [
+        RecomputeBatchNorm(
+            lambda epoch: epoch_batches(epoch, 0, cfg.trainer.batch_size, (0, 1)),
+            precise_batches,
+        )
+    ] if precise_batches else []  # fmt: skip
     model = build_compiled_model(cfg, dataset, job.histograms, job.steps_per_epoch, strategy)
     if log_model is not None:
         log_model(model)
@@ -319,6 +363,7 @@ def train_job(
             resume=resume,
             coordination=coordination,
             write_dir=write_dir,
+            before_validation=before_validation,
         )
     return model, result
 
@@ -361,6 +406,10 @@ def run_training(
         tracking.log_config(outbox, resolved)
         tracking.log_resolved_config(outbox, resolved)
         tracking.log_dataset(outbox, dataset, dataset_digest(dataset), job.histograms)
+        baseline = majority_class_baseline(dataset, job.histograms)
+        outbox.metrics(  # the run's start time: logged again on resume, it is not doubled
+            {BASELINE_METRIC: baseline.mean_iou}, step=0, timestamp=outbox.link.started_ms
+        )
         tracking.log_figure(
             outbox,
             plots.class_histogram(dataset.class_names, job.histograms, dataset.colormap),
@@ -398,6 +447,8 @@ def run_training(
             _, result = _clear_failures(job, train_and_show)
         finally:
             tracking.log_skipped_files(outbox, job.problems.skipped)
+        trivial = not baseline.beaten_by(result.best_val_mean_iou)
+        outbox.tags({TRIVIAL_TAG: str(trivial).lower()})
         tracking.log_files(outbox, result.best_checkpoint, output_dir / ".hydra")
         if cfg.tracking.log_model:
             outbox.model(result.last_checkpoint, model_card(cfg, dataset))
@@ -406,6 +457,7 @@ def run_training(
         tracking_uri=outbox.link.tracking_uri,
         train=result,
         workers=workers,
+        baseline=baseline,
     )
 
 

@@ -103,3 +103,19 @@ class SegmentationScores(keras.metrics.Metric):
             "num_classes": self.num_classes,
             "ignore_index": self.ignore_index,
         }
+
+
+def constant_prediction_scores(histogram: np.ndarray, class_id: int) -> dict[str, object]:
+    """The scores of predicting `class_id` at every pixel of a split whose labelled pixels per
+    class are `histogram` (what a model that learned nothing but the majority class scores)."""
+    histogram = np.asarray(histogram, dtype=np.float64)
+    confusion = np.zeros((len(histogram), len(histogram)))
+    confusion[:, class_id] = histogram
+    return confusion_scores(confusion)
+
+
+def majority_baseline(histograms: dict[str, np.ndarray]) -> tuple[int, float]:
+    """(class, val mean IoU) of the trivial model that predicts the train split's most frequent
+    class everywhere, scored on the val split: the score any trained model must beat."""
+    majority = int(np.argmax(histograms["train"]))
+    return majority, float(constant_prediction_scores(histograms["val"], majority)["mean_iou"])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from segexp import atomic
@@ -126,6 +126,9 @@ class Outbox:
     def params(self, params: Mapping[str, Any]) -> None:
         self._record("params", params={k: str(v) for k, v in params.items()})
 
+    def tags(self, tags: Mapping[str, Any]) -> None:
+        self._record("tags", tags={k: str(v) for k, v in tags.items()})
+
     def metrics(
         self, metrics: Mapping[str, float], step: int, timestamp: int | None = None
     ) -> None:
@@ -209,6 +212,8 @@ class Outbox:
             items = [Param(k, v) for k, v in record["params"].items()]
             for start in range(0, len(items), MAX_BATCH):
                 self.client.log_batch(run_id, params=items[start : start + MAX_BATCH])
+        elif kind == "tags":
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in record["tags"].items()])
         elif kind == "metrics":
             stamp, step = record["timestamp"], record["step"]
             items = [Metric(k, v, stamp, step) for k, v in record["metrics"].items()]

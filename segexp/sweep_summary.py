@@ -9,7 +9,10 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 METRIC = "val/mean_iou"
-COLUMNS = ["child", "overrides", "status", f"best {METRIC}", "run_id"]
+BASELINE_METRIC = "val/baseline_mean_iou"  # the train split's majority class everywhere
+TRIVIAL_MARGIN = 0.01  # a best METRIC within this of the baseline: a trivial model
+TRIVIAL_TAG = "segexp.trivial_model"  # "true" on such a run
+COLUMNS = ["child", "overrides", "status", f"best {METRIC}", "baseline", "trivial", "run_id"]
 
 
 def children(client: MlflowClient, parent: str) -> list[Run]:
@@ -28,13 +31,34 @@ def best_value(client: MlflowClient, run: Run) -> float | None:
     return max((m.value for m in history), default=None)
 
 
+def baseline_cells(run: Run) -> list[str]:
+    """The run's val/baseline_mean_iou and "yes" when its best score does not beat it (tagged
+    by the run itself, see TRIVIAL_TAG): such runs rank on noise."""
+    baseline = run.data.metrics.get(BASELINE_METRIC)
+    return [
+        "n/a" if baseline is None else f"{baseline:.4f}",
+        "yes" if run.data.tags.get(TRIVIAL_TAG) == "true" else "",
+    ]
+
+
+def trivial_note(runs: list[Run]) -> str | None:
+    """One line when some runs do not beat the trivial baseline; None otherwise."""
+    trivial = sum(r.data.tags.get(TRIVIAL_TAG) == "true" for r in runs)
+    if not trivial:
+        return None
+    return (
+        f"note: {trivial} of {len(runs)} runs do not beat {BASELINE_METRIC} (the majority class "
+        f"everywhere) by more than {TRIVIAL_MARGIN} (trivial: yes): their order is noise"
+    )
+
+
 def table_rows(client: MlflowClient, runs: list[Run]) -> list[list[str]]:
     """One row per child, best first; children without a score last."""
     scored = [(best_value(client, r), r) for r in runs]
     scored.sort(key=lambda pair: (pair[0] is None, -(pair[0] or 0.0)))
     return [
         [str(i), r.info.run_name or "", r.info.status,
-         "n/a" if value is None else f"{value:.4f}", r.info.run_id]
+         "n/a" if value is None else f"{value:.4f}", *baseline_cells(r), r.info.run_id]
         for i, (value, r) in enumerate(scored, start=1)
     ]  # fmt: skip
 
@@ -46,11 +70,12 @@ def as_csv(rows: list[list[str]]) -> str:
     return out.getvalue()
 
 
-def as_markdown(rows: list[list[str]]) -> str:
-    """The table as Markdown."""
+def as_markdown(rows: list[list[str]], note: str | None = None) -> str:
+    """The table as Markdown (and the trivial-runs note under it)."""
     lines = [COLUMNS, ["---"] * len(COLUMNS), *rows]
-    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-                     for row in lines) + "\n"  # fmt: skip
+    table = "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+                      for row in lines) + "\n"  # fmt: skip
+    return table + (f"\n{note}\n" if note else "")
 
 
 def curves_figure(client: MlflowClient, runs: list[Run]) -> object:
@@ -98,7 +123,8 @@ def summarize(uri: str, parent: str, sweep_dir: Path, status: str) -> str:
     runs = children(client, parent)
     rows = table_rows(client, runs)
     (sweep_dir / "sweep_summary.csv").write_text(as_csv(rows))
-    (sweep_dir / "sweep_summary.md").write_text(as_markdown(rows))
+    note = trivial_note(runs)
+    (sweep_dir / "sweep_summary.md").write_text(as_markdown(rows, note))
     client.log_artifact(parent, str(sweep_dir / "sweep_summary.csv"))
     client.log_artifact(parent, str(sweep_dir / "sweep_summary.md"))
     if (sweep_dir / "multirun.yaml").is_file():
@@ -110,7 +136,7 @@ def summarize(uri: str, parent: str, sweep_dir: Path, status: str) -> str:
     best = next((row for row in rows if row[3] != "n/a"), None)
     if best is not None:
         client.log_metric(parent, f"best/{METRIC}", float(best[3]))
-        client.set_tag(parent, "segexp.best_child_run_id", best[4])
+        client.set_tag(parent, "segexp.best_child_run_id", best[-1])
         client.set_tag(parent, "segexp.best_child", best[1])
     log_search_results(client, parent, sweep_dir)
     final = "FAILED" if status == "FAILED" or failed else "FINISHED"
@@ -119,4 +145,6 @@ def summarize(uri: str, parent: str, sweep_dir: Path, status: str) -> str:
         f"sweep: {len(runs)} runs ({failed} failed) under parent {parent}; "
         f"summary in {sweep_dir / 'sweep_summary.md'}"
     )
+    if note:
+        print(note)
     return final

@@ -75,6 +75,8 @@ def train(cfg: DictConfig) -> float:
         f"  checkpoints in {best.best_checkpoint.parent}\n"
         f"  to browse it: {ui_command(job.tracking_uri)}"
     )
+    if not job.baseline.beaten_by(best.best_val_mean_iou):
+        print(f"  {job.baseline.warning(best.best_val_mean_iou)}")
     return best.best_val_mean_iou
 
 

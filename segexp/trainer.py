@@ -4,7 +4,7 @@ interrupts (SIGINT/SIGTERM) are handled at step and epoch boundaries."""
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from segexp.evaluation import Evaluator
 from segexp.inference import Predictor
 from segexp.interrupts import StopRequest
 from segexp.metrics import SegmentationScores
+from segexp.models.batchnorm import PreciseBatchNorm
 from segexp.train_state import Progress, has_state, load_state, save_state
 
 MEAN_IOU = "val_mean_iou"  # Keras' log name of val/mean_iou
@@ -165,6 +166,22 @@ class Validation(keras.callbacks.Callback):
                 logs[keras_name(metric)] = flat.get(metric, float("nan"))
 
 
+class RecomputeBatchNorm(keras.callbacks.Callback):
+    """Before validation and the checkpoints: precise BatchNorm statistics over the first
+    `num_batches` of the epoch's training batches (the same ones after a resume, so a resumed
+    run gets the same statistics)."""
+
+    def __init__(self, batches: Callable[[int], Iterable[object]], num_batches: int) -> None:
+        super().__init__()
+        self.batches, self.num_batches = batches, num_batches
+        self.precise: PreciseBatchNorm | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.precise is None:
+            self.precise = PreciseBatchNorm(self.model)
+        self.precise(self.batches(epoch).take(self.num_batches))
+
+
 @dataclass(frozen=True)
 class Coordination:
     """How this process's fit takes part in a job of several workers (the defaults: alone)."""
@@ -189,6 +206,7 @@ class _Run:
     stop: StopRequest
     listeners: Sequence[EpochListener]
     coordination: Coordination
+    before_validation: Sequence[keras.callbacks.Callback] = ()  # e.g. RecomputeBatchNorm
 
     @property
     def best_path(self) -> Path:
@@ -329,7 +347,7 @@ def _end_epoch_without_steps(
     model.reset_metrics()
     add_metric_sums(model, metric_sums)
     logs = _numbers(model.get_metrics_result())
-    for callback in (run.validation, _EpochEnd(run)):
+    for callback in (*run.before_validation, run.validation, _EpochEnd(run)):
         callback.set_model(model)
         callback.on_epoch_end(epoch, logs)
 
@@ -369,6 +387,7 @@ def fit(
     resume: bool = False,
     coordination: Coordination = Coordination(),
     write_dir: Path | None = None,
+    before_validation: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
     """Train for `epochs` (fewer if early stopping fires), validating after each epoch.
 
@@ -377,7 +396,8 @@ def fit(
     skip)`, so a resumed epoch sees the same data in the same order. Checkpoints and the state
     are written to `write_dir` (default: `checkpoint_dir`; a non-chief worker's scratch folder,
     since every worker must save: saving runs collective ops); `coordination` says how this
-    process agrees with other workers on stopping.
+    process agrees with other workers on stopping; `before_validation` callbacks run at each
+    epoch end before the validation (precise BatchNorm).
     """
     write_dir = write_dir or checkpoint_dir
     write_dir.mkdir(parents=True, exist_ok=True)
@@ -389,7 +409,7 @@ def fit(
             _build_metrics(model, batches(progress.epochs_done, 0))
     run = _Run(
         model, write_dir, steps_per_epoch, epochs, progress, validation, best, early_stop,
-        stop, listeners, coordination,
+        stop, listeners, coordination, before_validation,
     )  # fmt: skip
     for epoch in range(progress.epochs_done, epochs):
         if progress.stopped_early:
@@ -405,7 +425,9 @@ def fit(
             data,
             initial_epoch=epoch,
             epochs=epoch + 1,
-            callbacks=[guard, validation, _EpochEnd(run), _EpochProgbar(epochs)],
+            callbacks=[
+                guard, *before_validation, validation, _EpochEnd(run), _EpochProgbar(epochs)
+            ],
             verbose=verbose,
             shuffle=False,  # each epoch's order comes from `batches`
         )

@@ -86,13 +86,15 @@ def test_freeze_bn_puts_backbone_batchnorm_in_inference_mode():
 
 def test_rates_that_do_not_match_the_stride_and_small_batches_warn():
     cfg = compose_config(
-        "train", "backbone=resnet50_dilated", "backbone.output_stride=8", "aspp.rates=[6,12,18]"
+        "train", "backbone=resnet50_dilated", "backbone.output_stride=8", "aspp.rates=[6,12,18]",
+        "backbone.weights=imagenet",
     )
     warnings = config_warnings(cfg)
     assert any("aspp.rates=[6, 12, 18] with backbone.output_stride=8" in w for w in warnings)
     assert any("trainer.batch_size=4" in w for w in warnings)
     quiet = compose_config("train", "trainer.batch_size=8", "backbone.freeze_bn=false")
     assert config_warnings(quiet) == []
+    assert config_warnings(compose_config("train")) == [], "random init: nothing to freeze"
 
 
 def test_named_aspp_options_build_the_pyramid_they_name():

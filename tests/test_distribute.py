@@ -128,3 +128,59 @@ def test_a_missing_or_bad_cluster_is_named(no_cluster, tf_config, message):
     with pytest.raises(SegexpError) as caught:
         workers_of("multi_worker")
     assert str(caught.value).startswith(message)
+
+
+PRECISE_BN_SCRIPT = """
+import json
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from segexp.distribute import make_strategy
+from segexp.experiment import build_compiled_model
+from segexp.models.batchnorm import PreciseBatchNorm, batchnorm_layers
+from tests.conftest import compose_config
+
+rng = np.random.default_rng(0)
+x = rng.uniform(0, 255, (12, 32, 32, 3)).astype("float32")
+labels = type("Labels", (), {"num_classes": 4, "ignore_index": 255})()
+out, weights = {}, None
+for name in ("auto", "mirrored"):
+    cfg = compose_config("train", "backbone=mobilenetv2", "image_size=32", "aspp.filters=8",
+                         "decoder.filters=8", "decoder.low_level_filters=8",
+                         f"trainer.strategy={name}", "trainer.sync_bn=true")
+    strategy = make_strategy(name)
+    keras.utils.set_random_seed(0)
+    model = build_compiled_model(cfg, labels, {"train": np.ones(4)}, 2, strategy)
+    if weights is None:
+        weights = model.get_weights()
+    else:
+        model.set_weights(weights)
+    with strategy.scope():  # as in fit's callbacks: cross-replica context
+        used = PreciseBatchNorm(model)(tf.data.Dataset.from_tensor_slices(x).batch(4))
+    replicas = []
+    for layer in batchnorm_layers(model):
+        for v in (layer.moving_mean, layer.moving_variance):
+            parts = getattr(v.value, "values", None) or (v.value,)
+            replicas.append([np.asarray(p).tolist() for p in parts])
+    out[name] = {"used": used, "stats": replicas}
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_precise_batchnorm_gives_every_replica_the_one_device_statistics():
+    import numpy as np
+
+    done = subprocess.run(
+        [sys.executable, "-c", PRECISE_BN_SCRIPT], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    one, two = result["auto"], result["mirrored"]
+    assert one["used"] == two["used"] == 3
+    assert len(one["stats"]) == len(two["stats"]) > 80
+    for single, mirrored in zip(one["stats"], two["stats"], strict=True):
+        assert len(mirrored) == 2, "a copy per replica"
+        np.testing.assert_array_equal(mirrored[0], mirrored[1])
+        np.testing.assert_allclose(mirrored[0], single[0], rtol=1e-4, atol=1e-5)

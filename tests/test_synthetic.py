@@ -53,7 +53,7 @@ def test_dataset_is_generated_once_then_reused(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("regenerated a cached dataset")
 
-    monkeypatch.setattr(synthetic, "_write_split", fail)
+    monkeypatch.setattr(synthetic, "render_sample", fail)
     second = synthetic.load_synthetic(str(tmp_path), 5, 3, 40, 56, 0, NAMES, "cihp", 255)
     assert second.split("train").images == first.split("train").images
     assert second.split("train").images[0].stat().st_mtime_ns == stamp

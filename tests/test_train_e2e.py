@@ -164,3 +164,50 @@ def test_run_records_the_dataset_inputs_and_class_histogram(logged, tiny_run):
     pixels = np.concatenate([np.asarray(Image.open(p)).ravel() for p in masks])
     assert histogram["pixels"]["train"] == [int((pixels == c).sum()) for c in range(20)]
     assert run.data.metrics["data/skipped_files"] == 0
+
+
+def test_baseline_mean_iou_is_the_majority_class_everywhere_on_val(logged, tiny_run):
+    """val/baseline_mean_iou against numpy on the mask files: the train split's most frequent
+    class predicted at every val pixel, IoU per class present, then their mean."""
+    from PIL import Image
+
+    _, run = logged
+
+    def pixels(split: str) -> np.ndarray:
+        masks = sorted((tiny_run.workdir / "data").glob(f"synthetic/*/{split}/masks/*.png"))
+        values = np.concatenate([np.asarray(Image.open(p)).ravel() for p in masks])
+        return values[values < 20]  # 255 is ignored
+
+    majority = np.bincount(pixels("train"), minlength=20).argmax()
+    val = pixels("val")
+    present = np.unique(np.append(val, majority))
+    ious = [(val == c).mean() if c == majority else 0.0 for c in present]
+    history = MlflowClient(tiny_run.tracking_uri).get_metric_history(
+        run.info.run_id, "val/baseline_mean_iou"
+    )
+    assert [m.step for m in history] == [0]
+    assert history[0].value == pytest.approx(np.mean(ious), abs=1e-9)
+    trivial = max(m.value for m in MlflowClient(tiny_run.tracking_uri).get_metric_history(
+        run.info.run_id, "val/mean_iou")) <= history[0].value + 0.01  # fmt: skip
+    assert run.data.tags["segexp.trivial_model"] == str(trivial).lower()
+
+
+@pytest.mark.slow
+def test_a_trivial_model_is_named_in_the_summary_and_tagged(tmp_path, tiny_run):
+    """Only background carries loss: the model learns to predict it everywhere."""
+    weights = "[" + ",".join(["1"] + ["0"] * 19) + "]"
+    done = run_segexp(
+        [*TINY_ARGS, f"loss.class_weights={weights}", "trainer.epochs=1",
+         "tracking.log_model=false", f"paths.data_dir={tiny_run.workdir / 'data'}",
+         f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    warning = [line for line in done.stdout.splitlines() if "does not beat" in line]
+    assert len(warning) == 1, done.stdout[-2000:]
+    assert "val/baseline_mean_iou" in warning[0] and "'background' everywhere" in warning[0]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert run.data.tags["segexp.trivial_model"] == "true"
+    best = max(m.value for m in client.get_metric_history(run.info.run_id, "val/mean_iou"))
+    assert best == pytest.approx(run.data.metrics["val/baseline_mean_iou"], abs=0.01)

@@ -61,6 +61,7 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype polic
 # segexp.distribute (kept TensorFlow-free here)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 CACHE_MODES = ("none", "memory", "disk")  # segexp.data.cache
+GENERATED_DATASETS = ("synthetic", "digits")  # drawn by segexp into paths.data_dir: no root
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -110,6 +111,16 @@ def validate_config(cfg: DictConfig) -> None:
         ),
         "must be a non-empty list of positive integers, e.g. [6,12,18]",
     )
+    c.check(
+        "batchnorm.momentum",
+        lambda v: v is None or (_is_number(v) and 0 <= v < 1),
+        "must be a number in [0, 1) (0.9: PyTorch's default, 0.99: Keras') or null",
+    )
+    c.check(
+        "batchnorm.precise_batches",
+        lambda v: _is_int(v) and v >= 0,
+        "must be an integer >= 0 (0: off)",
+    )
     c.check("aspp.filters", lambda v: _is_int(v) and v > 0, positive_int)
     c.check("aspp.image_pooling", lambda v: isinstance(v, bool), "must be true or false")
     c.check("aspp.dropout", lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1)")
@@ -140,7 +151,16 @@ def _optional_count(value: object) -> bool:
 
 def _check_dataset(c: _Checker, num_classes: object) -> None:
     name = _get(c.cfg, "dataset.name")
-    if name != "synthetic":
+    if name in GENERATED_DATASETS:
+        c.check("dataset.num_train", lambda v: _is_int(v) and v > 0, "must be a positive integer")
+        c.check("dataset.num_val", lambda v: _is_int(v) and v > 0, "must be a positive integer")
+        low = c.check("dataset.min_size", lambda v: _is_int(v) and v >= 32, "must be >= 32")
+        c.check(
+            "dataset.max_size",
+            lambda v: _is_int(v) and (not _is_int(low) or v >= low),
+            "must be an integer >= dataset.min_size",
+        )
+    else:
         c.check(
             "dataset.root",
             lambda v: isinstance(v, str) and v.strip() != "",
@@ -356,7 +376,8 @@ def validate_inference_config(cfg: DictConfig, keys: tuple[str, ...]) -> None:
 
 def config_warnings(cfg: DictConfig) -> list[str]:
     """Settings that are allowed but probably not meant: ASPP rates that do not match the output
-    stride, and BatchNorm trained on batches under 8."""
+    stride, and pretrained BatchNorm fine-tuned on batches under 8 (from random init there is
+    nothing to freeze, and precise BatchNorm keeps inference statistics exact)."""
     from segexp.config import STANDARD_RATES
 
     warnings = []
@@ -372,9 +393,16 @@ def config_warnings(cfg: DictConfig) -> list[str]:
             f"{expected} at this stride{hint}"
         )
     batch = OmegaConf.select(cfg, "trainer.batch_size")
-    if _is_int(batch) and batch < 8 and not OmegaConf.select(cfg, "backbone.freeze_bn"):
+    pretrained = OmegaConf.select(cfg, "backbone.weights") is not None
+    if (
+        _is_int(batch)
+        and batch < 8
+        and pretrained
+        and not OmegaConf.select(cfg, "backbone.freeze_bn")
+    ):
         warnings.append(
-            f"trainer.batch_size={batch} trains BatchNorm on batches under 8, which makes its "
-            "statistics noisy; consider backbone.freeze_bn=true or a larger batch"
+            f"trainer.batch_size={batch} fine-tunes the pretrained backbone's BatchNorm on "
+            "batches under 8, which makes its statistics noisy; consider backbone.freeze_bn=true "
+            "or a larger batch"
         )
     return warnings

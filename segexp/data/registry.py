@@ -6,6 +6,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segexp.data.cihp import load_cihp
 from segexp.data.dataset import SegmentationDataset
+from segexp.data.digits import load_digit_scenes
 from segexp.data.folder import load_folder
 from segexp.data.synthetic import load_synthetic
 from segexp.data.voc import load_voc
@@ -28,6 +29,17 @@ LOADERS: dict[str, Callable[[DictConfig], SegmentationDataset]] = {
         colormap=_plain(cfg.colormap),
         ignore_index=cfg.ignore_index,
         flip_pairs=_plain(cfg.flip_pairs),
+    ),
+    "digits": lambda cfg: load_digit_scenes(
+        root=cfg.root,
+        num_train=cfg.num_train,
+        num_val=cfg.num_val,
+        min_size=cfg.min_size,
+        max_size=cfg.max_size,
+        seed=cfg.seed,
+        class_names=list(cfg.class_names),
+        colormap=_plain(cfg.colormap),
+        ignore_index=cfg.ignore_index,
     ),
     "cihp": lambda cfg: load_cihp(
         root=cfg.root,

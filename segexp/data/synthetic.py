@@ -1,20 +1,17 @@
 """Embedded dataset: front-facing human figures on textured backgrounds, with CIHP labels.
 
 Every image is drawn from its own seed (dataset seed, split, index), so a split's content does
-not depend on the other split's size. The PNG files are written once into a cache folder named
-after the generator settings, then reused; a finished folder holds a COMPLETE marker.
+not depend on the other split's size. The PNG files are written once (segexp.data.generated).
 """
 
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from segexp.data.dataset import SegmentationDataset, Split
+from segexp.data.dataset import SegmentationDataset
+from segexp.data.generated import SPLITS, write_once, written_splits
 from segexp.data.palettes import resolve_colormap
 
 GENERATOR_VERSION = 1  # bump when the drawing changes, so old caches are not reused
@@ -24,7 +21,6 @@ BACKGROUND, HAT, HAIR, GLOVE, SUNGLASSES, UPPER_CLOTHES, DRESS, COAT, SOCKS, PAN
 TORSO_SKIN, SCARF, SKIRT, FACE, LEFT_ARM, RIGHT_ARM, LEFT_LEG, RIGHT_LEG = range(10, 18)
 LEFT_SHOE, RIGHT_SHOE = 18, 19
 NUM_CLASSES = 20
-SPLITS = ("train", "val")
 
 _SKIN_TONES = np.array(
     [[255, 224, 196], [241, 194, 160], [224, 172, 130], [198, 134, 96], [141, 85, 56], [92, 58, 40]]
@@ -251,44 +247,15 @@ def _cache_folder(
     return root / f"v{GENERATOR_VERSION}_seed{seed}_{num_train}x{num_val}_{min_size}-{max_size}"
 
 
-def _write_split(
-    folder: Path, split_index: int, count: int, seed: int, min_size: int, max_size: int
-) -> None:
-    (folder / "images").mkdir(parents=True)
-    (folder / "masks").mkdir(parents=True)
-    for index in range(count):
-        image, mask = render_sample(seed, split_index, index, min_size, max_size)
-        cv2.imwrite(str(folder / "images" / f"{index:05d}.png"), image[..., ::-1])
-        cv2.imwrite(str(folder / "masks" / f"{index:05d}.png"), mask)
-
-
 def generate(
     root: Path, seed: int, num_train: int, num_val: int, min_size: int, max_size: int
 ) -> Path:
-    """Write the dataset once under `root` and return its folder; later calls only look it up.
-
-    Files are written into a temporary sibling folder that is renamed into place, so parallel
-    jobs never see a half-written dataset.
-    """
-    folder = _cache_folder(root, seed, num_train, num_val, min_size, max_size)
-    if (folder / "COMPLETE").is_file():
-        return folder
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
-    try:
-        for split_index, (split, count) in enumerate(
-            zip(SPLITS, (num_train, num_val), strict=True)
-        ):
-            _write_split(staging / split, split_index, count, seed, min_size, max_size)
-        (staging / "COMPLETE").write_text("ok\n")
-        try:
-            os.rename(staging, folder)
-        except OSError:
-            if not (folder / "COMPLETE").is_file():  # not another job's finished copy
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    """Write the dataset once under `root` and return its folder; later calls only look it up."""
+    return write_once(
+        _cache_folder(root, seed, num_train, num_val, min_size, max_size),
+        {"train": num_train, "val": num_val},
+        lambda split, index: render_sample(seed, SPLITS.index(split), index, min_size, max_size),
+    )
 
 
 def load_synthetic(
@@ -312,14 +279,9 @@ def load_synthetic(
     if not 32 <= min_size <= max_size:
         raise ValueError(f"need 32 <= min_size <= max_size, got {min_size} and {max_size}")
     folder = generate(Path(root), seed, num_train, num_val, min_size, max_size)
-    splits = {}
-    for split in SPLITS:
-        images = tuple(sorted((folder / split / "images").glob("*.png")))
-        masks = tuple(folder / split / "masks" / p.name for p in images)
-        splits[split] = Split(images=images, masks=masks)
     return SegmentationDataset(
         name="synthetic",
-        splits=splits,
+        splits=written_splits(folder),
         class_names=tuple(class_names),
         colormap=resolve_colormap(colormap, NUM_CLASSES),
         ignore_index=ignore_index,

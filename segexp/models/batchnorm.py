@@ -1,0 +1,137 @@
+"""BatchNorm statistics that belong to the weights: one momentum for every BatchNormalization
+layer of a model (nested backbones included), and precise BatchNorm, which recomputes each
+layer's population mean and variance exactly over a number of training batches.
+
+Keras' momentum 0.99 needs ~460 steps for the moving statistics to forget their start, so a
+short run or a small set validates (and saves) weights with statistics of older weights.
+Precise BN (detectron2's PreciseBN, fvcore's `update_bn_stats`) removes that lag whatever the
+momentum: it runs the model in training mode with momentum 0, so each BN layer's moving
+statistics become the batch's own moments, reads them after every batch, and pools them.
+"""
+
+from collections.abc import Iterable, Iterator
+
+import keras
+import numpy as np
+
+
+def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """Every BatchNormalization layer of `model`, nested models included, in build order."""
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+def set_momentum(model: keras.Model, momentum: float | None) -> int:
+    """Give every BatchNormalization layer this moving-average momentum (None: keep each
+    layer's own). Set before the first training step traces the graph. Returns how many."""
+    layers = batchnorm_layers(model)
+    if momentum is not None:
+        for layer in layers:
+            layer.momentum = float(momentum)
+    return len(layers)
+
+
+class _Pooled:
+    """Exact mean and (biased) variance over all values seen, from per-batch moments
+    (Chan et al.'s pairwise update, in float64)."""
+
+    def __init__(self) -> None:
+        self.count = 0.0
+        self.mean: np.ndarray | None = None
+        self.m2: np.ndarray | None = None  # sum of squared deviations from the mean
+
+    def add(self, mean: np.ndarray, variance: np.ndarray, count: float) -> None:
+        mean, variance = mean.astype(np.float64), variance.astype(np.float64)
+        if self.mean is None:
+            self.count, self.mean, self.m2 = count, mean, variance * count
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (count / total)
+        self.m2 = self.m2 + variance * count + delta**2 * (self.count * count / total)
+        self.count = total
+
+    @property
+    def variance(self) -> np.ndarray:
+        return self.m2 / self.count
+
+
+class PreciseBatchNorm:
+    """Recomputes the moving statistics of every trainable BatchNormalization layer of `model`.
+
+    Layers that do not train (`backbone.freeze_bn`, or trainable=False) keep theirs, as they
+    run in inference mode. Nothing else changes: weights, optimizer state and random-seed
+    states are as before. Called outside any replica context, so under a tf.distribute
+    strategy each batch is the whole global batch and every replica gets the same values.
+    """
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        self.layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
+        self._forward = None
+
+    def _training_forward(self) -> object:
+        """The model in training mode, compiled once (with momentum 0 fixed at tracing)."""
+        if self._forward is None:
+            model = self.model
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf
+
+                self._forward = tf.function(
+                    lambda images: model(images, training=True), reduce_retracing=True
+                )
+            else:
+                self._forward = lambda images: model(images, training=True)
+        return self._forward
+
+    def __call__(self, batches: Iterable[object]) -> int:
+        """Pool the per-batch moments of each layer's input over `batches` (images, or
+        (images, labels) pairs) into its moving mean and variance. Returns the batches used."""
+        if not self.layers:
+            return 0
+        keep = _other_state(self.model, self.layers)
+        saved = [np.asarray(v.numpy()) for v in keep]
+        momenta = [layer.momentum for layer in self.layers]
+        pooled = [_Pooled() for _ in self.layers]
+        forward = self._training_forward()
+        used = 0
+        try:
+            for layer in self.layers:
+                layer.momentum = 0.0  # moving statistics := this batch's moments
+            for images in _images(batches):
+                forward(images)
+                count = float(np.prod(images.shape[:-1]))  # pixels per channel at the input
+                for layer, pool in zip(self.layers, pooled, strict=True):
+                    pool.add(
+                        np.asarray(layer.moving_mean.numpy()),
+                        np.asarray(layer.moving_variance.numpy()),
+                        count,
+                    )
+                used += 1
+        finally:
+            for layer, momentum in zip(self.layers, momenta, strict=True):
+                layer.momentum = momentum
+            for variable, value in zip(keep, saved, strict=True):
+                variable.assign(value)
+        if used:
+            for layer, pool in zip(self.layers, pooled, strict=True):
+                layer.moving_mean.assign(pool.mean.astype(np.float32))
+                layer.moving_variance.assign(pool.variance.astype(np.float32))
+        return used
+
+
+def _images(batches: Iterable[object]) -> Iterator[object]:
+    for batch in batches:
+        yield batch[0] if isinstance(batch, tuple | list) else batch
+
+
+def _other_state(
+    model: keras.Model, layers: list[keras.layers.BatchNormalization]
+) -> list[keras.Variable]:
+    """The model's non-trainable variables other than the recomputed statistics (seed-generator
+    states that a training-mode pass of dropout advances, frozen layers' statistics)."""
+    recomputed = {id(v) for layer in layers for v in (layer.moving_mean, layer.moving_variance)}
+    return [v for v in model.non_trainable_variables if id(v) not in recomputed]
