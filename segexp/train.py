@@ -69,7 +69,8 @@ def train(cfg: DictConfig) -> float:
         return best.best_val_mean_iou
     print(
         f"\nsegexp: run {job.run_id} finished (experiment '{cfg.tracking.experiment}')\n"
-        f"  best val/mean_iou {best.best_val_mean_iou:.4f}; best.keras: "
+        f"  best val/mean_iou {best.best_val_mean_iou:.4f} (trivial baseline "
+        f"{job.baseline.mean_iou:.4f}); best.keras: "
         f"{cfg.trainer.best.monitor} {best.best_value:.4f} at epoch {best.best_epoch}"
         f" of {best.epochs_run}\n"
         f"  checkpoints in {best.best_checkpoint.parent}\n"
