@@ -118,7 +118,7 @@ def test_documented_overrides_land_in_the_config(compose_train, override, key, e
 
 @pytest.mark.parametrize(
     ("option", "cls", "lr"),
-    [("adam", "Adam", 1e-3), ("sgd", "SGD", 1e-2), ("adamw", "AdamW", 1e-3)],
+    [("adam", "Adam", 2e-3), ("sgd", "SGD", 1e-2), ("adamw", "AdamW", 1e-3)],
 )
 def test_optimizers_instantiate_through_target(compose_train, option, cls, lr):
     optimizer = instantiate(
