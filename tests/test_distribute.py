@@ -12,7 +12,8 @@ import pytest
 from segexp.distribute import Workers, cluster_resolver, per_replica_batch, workers_of
 from segexp.errors import SegexpError
 
-SCRIPT = """
+# 2 logical CPU devices (before TensorFlow starts), then one model per strategy from a config
+TWO_DEVICES = """
 import json
 import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -22,19 +23,24 @@ from segexp.distribute import make_strategy
 from segexp.experiment import build_compiled_model
 from tests.conftest import compose_config
 
+def model_for(name, *overrides):
+    cfg = compose_config("train", "backbone=mobilenetv2", "image_size=32", "aspp.filters=8",
+                         "decoder.filters=8", "decoder.low_level_filters=8",
+                         f"trainer.strategy={name}", "trainer.sync_bn=true", *overrides)
+    strategy = make_strategy(name)
+    keras.utils.set_random_seed(0)
+    labels = type("Labels", (), {"num_classes": 4, "ignore_index": 255})()
+    return build_compiled_model(cfg, labels, {"train": np.ones(4)}, 2, strategy), strategy
+"""
+
+SCRIPT = TWO_DEVICES + """
 rng = np.random.default_rng(0)
 x = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
 y = rng.integers(0, 4, (8, 32, 32)).astype("int32")
 data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4, drop_remainder=True)
-labels = type("Labels", (), {"num_classes": 4, "ignore_index": 255})()
 out, weights = {}, None
 for name in ("auto", "mirrored"):
-    cfg = compose_config("train", "backbone=mobilenetv2", "image_size=32", "aspp.filters=8",
-                         "decoder.filters=8", "decoder.low_level_filters=8", "optimizer=sgd",
-                         f"trainer.strategy={name}", "trainer.sync_bn=true")
-    strategy = make_strategy(name)
-    keras.utils.set_random_seed(0)
-    model = build_compiled_model(cfg, labels, {"train": np.ones(4)}, 2, strategy)
+    model, strategy = model_for(name, "optimizer=sgd")
     if weights is None:
         weights = model.get_weights()
     else:
@@ -130,28 +136,13 @@ def test_a_missing_or_bad_cluster_is_named(no_cluster, tf_config, message):
     assert str(caught.value).startswith(message)
 
 
-PRECISE_BN_SCRIPT = """
-import json
-import numpy as np, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
-from segexp.distribute import make_strategy
-from segexp.experiment import build_compiled_model
+PRECISE_BN_SCRIPT = TWO_DEVICES + """
 from segexp.models.batchnorm import PreciseBatchNorm, batchnorm_layers
-from tests.conftest import compose_config
 
-rng = np.random.default_rng(0)
-x = rng.uniform(0, 255, (12, 32, 32, 3)).astype("float32")
-labels = type("Labels", (), {"num_classes": 4, "ignore_index": 255})()
+x = np.random.default_rng(0).uniform(0, 255, (12, 32, 32, 3)).astype("float32")
 out, weights = {}, None
 for name in ("auto", "mirrored"):
-    cfg = compose_config("train", "backbone=mobilenetv2", "image_size=32", "aspp.filters=8",
-                         "decoder.filters=8", "decoder.low_level_filters=8",
-                         f"trainer.strategy={name}", "trainer.sync_bn=true")
-    strategy = make_strategy(name)
-    keras.utils.set_random_seed(0)
-    model = build_compiled_model(cfg, labels, {"train": np.ones(4)}, 2, strategy)
+    model, strategy = model_for(name)
     if weights is None:
         weights = model.get_weights()
     else:

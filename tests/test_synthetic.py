@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 
 from segexp.data import synthetic
+from segexp.data.generated import Generator
 from segexp.data.synthetic import LEFT_ARM, LEFT_LEG, RIGHT_ARM, RIGHT_LEG, render_sample
 
 NAMES = [f"c{i}" for i in range(20)]
@@ -45,7 +46,7 @@ def test_the_persons_left_limbs_are_on_the_image_right():
 
 
 def test_dataset_is_generated_once_then_reused(tmp_path, monkeypatch):
-    first = synthetic.load_synthetic(str(tmp_path), 5, 3, 40, 56, 0, NAMES, "cihp", 255)
+    first = synthetic.load_synthetic(Generator(str(tmp_path), 5, 3, 40, 56, 0), NAMES, "cihp", 255)
     assert (len(first.split("train")), len(first.split("val"))) == (5, 3)
     assert first.num_classes == 20 and first.colormap.shape == (20, 3)
     stamp = first.split("train").images[0].stat().st_mtime_ns
@@ -54,14 +55,14 @@ def test_dataset_is_generated_once_then_reused(tmp_path, monkeypatch):
         raise AssertionError("regenerated a cached dataset")
 
     monkeypatch.setattr(synthetic, "render_sample", fail)
-    second = synthetic.load_synthetic(str(tmp_path), 5, 3, 40, 56, 0, NAMES, "cihp", 255)
+    second = synthetic.load_synthetic(Generator(str(tmp_path), 5, 3, 40, 56, 0), NAMES, "cihp", 255)
     assert second.split("train").images == first.split("train").images
     assert second.split("train").images[0].stat().st_mtime_ns == stamp
     assert not list(tmp_path.glob(".partial-*")), "no staging folder is left behind"
 
 
 def test_files_hold_the_rendered_pixels(tmp_path):
-    dataset = synthetic.load_synthetic(str(tmp_path), 2, 2, 40, 56, 3, NAMES, None, 255)
+    dataset = synthetic.load_synthetic(Generator(str(tmp_path), 2, 2, 40, 56, 3), NAMES, None, 255)
     image, mask = render_sample(3, 1, 1, 40, 56)  # val split, second file
     split = dataset.split("val")
     np.testing.assert_array_equal(cv2.imread(str(split.images[1]))[..., ::-1], image)

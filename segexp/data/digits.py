@@ -9,14 +9,12 @@ use the first 1,200 scans and the val scenes the other 597, so val digits are un
 
 from collections.abc import Sequence
 from functools import cache
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from segexp.data.dataset import SegmentationDataset
-from segexp.data.generated import SPLITS, write_once, written_splits
-from segexp.data.palettes import resolve_colormap
+from segexp.data.generated import SPLITS, Generator, generated_dataset
 
 GENERATOR_VERSION = 1  # bump when the drawing changes, so old folders are not reused
 NUM_CLASSES = 11  # background + digits 0..9 (label = digit + 1)
@@ -70,34 +68,12 @@ def render_scene(
 
 
 def load_digit_scenes(
-    root: str,
-    num_train: int,
-    num_val: int,
-    min_size: int,
-    max_size: int,
-    seed: int,
-    class_names: Sequence[str],
-    colormap: object,
-    ignore_index: int,
+    generator: Generator, class_names: Sequence[str], colormap: object, ignore_index: int
 ) -> SegmentationDataset:
     """Return the digit-scenes dataset, writing its files on first use."""
-    if len(class_names) != NUM_CLASSES:
-        raise ValueError(f"digit scenes have {NUM_CLASSES} classes, got {len(class_names)} names")
-    if not 32 <= min_size <= max_size:
-        raise ValueError(f"need 32 <= min_size <= max_size, got {min_size} and {max_size}")
-    folder = Path(root) / (
-        f"v{GENERATOR_VERSION}_seed{seed}_{num_train}x{num_val}_{min_size}-{max_size}"
-    )
-    write_once(
-        folder,
-        {"train": num_train, "val": num_val},
-        lambda split, index: render_scene(seed, split, index, min_size, max_size),
-    )
-    return SegmentationDataset(
-        name="digits",
-        splits=written_splits(folder),
-        class_names=tuple(class_names),
-        colormap=resolve_colormap(colormap, NUM_CLASSES),
-        ignore_index=ignore_index,
-        root=folder,
-    )
+    g = generator
+    return generated_dataset(
+        "digits", g, GENERATOR_VERSION,
+        lambda split, index: render_scene(g.seed, split, index, g.min_size, g.max_size),
+        class_names, colormap, ignore_index, num_classes=NUM_CLASSES,
+    )  # fmt: skip

@@ -6,13 +6,15 @@ parallel jobs never see a half-written dataset."""
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from segexp.data.dataset import Split
+from segexp.data.dataset import SegmentationDataset, Split
+from segexp.data.palettes import resolve_colormap
 
 SPLITS = ("train", "val")
 
@@ -54,3 +56,58 @@ def written_splits(folder: Path) -> dict[str, Split]:
         splits[split] = Split(images=images, masks=tuple(folder / split / "masks" / p.name
                                                           for p in images))  # fmt: skip
     return splits
+
+
+@dataclass(frozen=True)
+class Generator:
+    """A drawn dataset's settings: where, how many samples per split, their sizes, the seed."""
+
+    root: str
+    num_train: int
+    num_val: int
+    min_size: int  # smallest side in pixels
+    max_size: int  # largest side in pixels
+    seed: int
+
+    def folder(self, version: int) -> Path:
+        """The folder named after these settings and the drawing's version."""
+        return Path(self.root) / (
+            f"v{version}_seed{self.seed}_{self.num_train}x{self.num_val}_"
+            f"{self.min_size}-{self.max_size}"
+        )
+
+
+def generated_dataset(
+    name: str,
+    generator: Generator,
+    version: int,
+    render: Renderer,
+    class_names: Sequence[str],
+    colormap: object,
+    ignore_index: int,
+    flip_pairs: Sequence[Sequence[int]] = (),
+    num_classes: int | None = None,
+) -> SegmentationDataset:
+    """Check the settings, write the files on first use, and return the dataset."""
+    if num_classes is not None and len(class_names) != num_classes:
+        raise ValueError(
+            f"the {name} dataset draws {num_classes} classes, got {len(class_names)} class names"
+        )
+    if not 32 <= generator.min_size <= generator.max_size:
+        raise ValueError(
+            f"need 32 <= min_size <= max_size, got {generator.min_size} and {generator.max_size}"
+        )
+    folder = write_once(
+        generator.folder(version),
+        {"train": generator.num_train, "val": generator.num_val},
+        render,
+    )
+    return SegmentationDataset(
+        name=name,
+        splits=written_splits(folder),
+        class_names=tuple(class_names),
+        colormap=resolve_colormap(colormap, len(class_names)),
+        ignore_index=ignore_index,
+        root=folder,
+        flip_pairs=tuple((int(a), int(b)) for a, b in flip_pairs),
+    )

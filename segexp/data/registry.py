@@ -8,6 +8,7 @@ from segexp.data.cihp import load_cihp
 from segexp.data.dataset import SegmentationDataset
 from segexp.data.digits import load_digit_scenes
 from segexp.data.folder import load_folder
+from segexp.data.generated import Generator
 from segexp.data.synthetic import load_synthetic
 from segexp.data.voc import load_voc
 from segexp.errors import ConfigError
@@ -17,29 +18,20 @@ def _plain(value: object) -> object:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
+def _generator(cfg: DictConfig) -> Generator:
+    return Generator(cfg.root, cfg.num_train, cfg.num_val, cfg.min_size, cfg.max_size, cfg.seed)
+
+
 LOADERS: dict[str, Callable[[DictConfig], SegmentationDataset]] = {
     "synthetic": lambda cfg: load_synthetic(
-        root=cfg.root,
-        num_train=cfg.num_train,
-        num_val=cfg.num_val,
-        min_size=cfg.min_size,
-        max_size=cfg.max_size,
-        seed=cfg.seed,
+        _generator(cfg),
         class_names=list(cfg.class_names),
         colormap=_plain(cfg.colormap),
         ignore_index=cfg.ignore_index,
         flip_pairs=_plain(cfg.flip_pairs),
     ),
     "digits": lambda cfg: load_digit_scenes(
-        root=cfg.root,
-        num_train=cfg.num_train,
-        num_val=cfg.num_val,
-        min_size=cfg.min_size,
-        max_size=cfg.max_size,
-        seed=cfg.seed,
-        class_names=list(cfg.class_names),
-        colormap=_plain(cfg.colormap),
-        ignore_index=cfg.ignore_index,
+        _generator(cfg), list(cfg.class_names), _plain(cfg.colormap), cfg.ignore_index
     ),
     "cihp": lambda cfg: load_cihp(
         root=cfg.root,

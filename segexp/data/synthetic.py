@@ -5,14 +5,12 @@ not depend on the other split's size. The PNG files are written once (segexp.dat
 """
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from segexp.data.dataset import SegmentationDataset
-from segexp.data.generated import SPLITS, write_once, written_splits
-from segexp.data.palettes import resolve_colormap
+from segexp.data.generated import SPLITS, Generator, generated_dataset
 
 GENERATOR_VERSION = 1  # bump when the drawing changes, so old caches are not reused
 
@@ -241,50 +239,18 @@ def render_sample(
     return cv2.GaussianBlur(image, (3, 3), 0.6), canvas.mask
 
 
-def _cache_folder(
-    root: Path, seed: int, num_train: int, num_val: int, min_size: int, max_size: int
-) -> Path:
-    return root / f"v{GENERATOR_VERSION}_seed{seed}_{num_train}x{num_val}_{min_size}-{max_size}"
-
-
-def generate(
-    root: Path, seed: int, num_train: int, num_val: int, min_size: int, max_size: int
-) -> Path:
-    """Write the dataset once under `root` and return its folder; later calls only look it up."""
-    return write_once(
-        _cache_folder(root, seed, num_train, num_val, min_size, max_size),
-        {"train": num_train, "val": num_val},
-        lambda split, index: render_sample(seed, SPLITS.index(split), index, min_size, max_size),
-    )
-
-
 def load_synthetic(
-    root: str,
-    num_train: int,
-    num_val: int,
-    min_size: int,
-    max_size: int,
-    seed: int,
+    generator: Generator,
     class_names: Sequence[str],
     colormap: object,
     ignore_index: int,
     flip_pairs: Sequence[Sequence[int]] = (),
 ) -> SegmentationDataset:
     """Return the embedded dataset, generating its files on first use."""
-    if len(class_names) != NUM_CLASSES:
-        raise ValueError(
-            f"the synthetic dataset draws {NUM_CLASSES} CIHP classes, "
-            f"got {len(class_names)} class names"
-        )
-    if not 32 <= min_size <= max_size:
-        raise ValueError(f"need 32 <= min_size <= max_size, got {min_size} and {max_size}")
-    folder = generate(Path(root), seed, num_train, num_val, min_size, max_size)
-    return SegmentationDataset(
-        name="synthetic",
-        splits=written_splits(folder),
-        class_names=tuple(class_names),
-        colormap=resolve_colormap(colormap, NUM_CLASSES),
-        ignore_index=ignore_index,
-        root=folder,
-        flip_pairs=tuple((int(a), int(b)) for a, b in flip_pairs),
-    )
+    g = generator
+    return generated_dataset(
+        "synthetic", g, GENERATOR_VERSION,
+        lambda split, index: render_sample(g.seed, SPLITS.index(split), index, g.min_size,
+                                           g.max_size),
+        class_names, colormap, ignore_index, flip_pairs, num_classes=NUM_CLASSES,
+    )  # fmt: skip
