@@ -26,7 +26,8 @@ from tests.conftest import compose_config
 def model_for(name, *overrides):
     cfg = compose_config("train", "backbone=mobilenetv2", "image_size=32", "aspp.filters=8",
                          "decoder.filters=8", "decoder.low_level_filters=8",
-                         f"trainer.strategy={name}", "trainer.sync_bn=true", *overrides)
+                         f"trainer.strategy={name}", "trainer.sync_bn=true", "loss=cross_entropy",
+                         *overrides)
     strategy = make_strategy(name)
     keras.utils.set_random_seed(0)
     labels = type("Labels", (), {"num_classes": 4, "ignore_index": 255})()

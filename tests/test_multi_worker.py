@@ -50,9 +50,10 @@ def test_two_workers_on_localhost_train_one_run_like_one_process(tiny_run, tmp_p
     # plain SGD: Adam's first steps (about +-lr per weight) and momentum (about 10x with 0.9)
     # magnify float-level differences of the all-reduced sums in this chaotic tiny model
     # (measured: epoch-2 loss 2% apart with momentum 0.9, 0.16% without); the exact check is
-    # test_two_workers_give_the_weights_of_one_process below
-    common = [*TINY_ARGS, "optimizer=sgd", "optimizer.momentum=0.0", "trainer.sync_bn=true",
-              f"paths.data_dir={tiny_run.workdir / 'data'}"]  # fmt: skip
+    # test_two_workers_give_the_weights_of_one_process below. Cross-entropy: a mean over
+    # pixels gives the same all-reduced loss per replica or over the global batch (Dice does not)
+    common = [*TINY_ARGS, "loss=cross_entropy", "optimizer=sgd", "optimizer.momentum=0.0",
+              "trainer.sync_bn=true", f"paths.data_dir={tiny_run.workdir / 'data'}"]  # fmt: skip
     args = [*common, "tracking.experiment=two_workers", "trainer.strategy=multi_worker"]
     alone = _start_training([*common, "tracking.experiment=one_process"], tmp_path, "alone")
     workers = []
