@@ -98,7 +98,7 @@ def test_every_loss_option_instantiates(option):
 
 
 def test_auto_class_weights_come_from_the_histogram():
-    cfg = compose_config("train", "loss.class_weights=auto")
+    cfg = compose_config("train", "loss=cross_entropy", "loss.class_weights=auto")
     histogram = np.arange(1, 21) * 10
     loss = instantiate(cfg.loss, num_classes=20, ignore_index=255, histogram=histogram)
     np.testing.assert_allclose(loss.class_weights, median_frequency_weights(histogram), rtol=1e-6)
