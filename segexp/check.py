@@ -12,13 +12,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from segexp import plots
 from segexp.cli import error_lines, run_app
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.data.checks import KINDS, Finding, SplitScan, layout_findings, scan_split
 from segexp.data.dataset import SegmentationDataset
 from segexp.data.registry import build_dataset
 from segexp.errors import SegexpError
+from segexp.reporting import plots
 
 SHOWN_PER_KIND = 10  # problems listed per kind before "... and N more"
 

@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from segexp.errors import SegexpError
-from segexp.sweep_summary import METRIC, baseline_cells, best_value, curves_figure, trivial_note
+from segexp.tracking.summary import METRIC, baseline_cells, best_value, curves_figure, trivial_note
 
 # Params that differ between any two runs but say nothing about the experiment.
 _IGNORED = ("paths.", "hydra.", "trainer.checkpoint_dir", "tracking.run_name")
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if key not in ("experiment", "parent") or not value:
         parser.error(f"{args.selection!r}: expected experiment=NAME or parent=RUN_ID")
 
-    from segexp.store import check_store, resolve_tracking_uri
+    from segexp.tracking.store import check_store, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
     try:

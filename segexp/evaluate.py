@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segexp.cli import configure_tensorflow_env, one_line_errors, overridden, run_app
 from segexp.config import CONFIG_DIR, validate_config
-from segexp.config.validate import validate_inference_config
+from segexp.config.inference import validate_inference_config
 from segexp.data.cache import SampleCache, make_cache
 from segexp.errors import SegexpError
 
@@ -23,7 +23,7 @@ EVAL_PREFIX = "eval"
 def _data_config(cfg: DictConfig, loaded: object) -> tuple[DictConfig, int]:
     """The dataset and image size to use: the training run's, unless the command line sets them.
 
-    `loaded` is a segexp.model_source.LoadedModel (imported late: it imports TensorFlow).
+    `loaded` is a segexp.inference.model_source.LoadedModel (imported late: it imports TensorFlow).
     """
     dataset_cfg, image_size = cfg.dataset, cfg.image_size
     if loaded.train_config and not overridden("dataset"):
@@ -40,23 +40,37 @@ def evaluate(cfg: DictConfig) -> float:
     configure_tensorflow_env()
     import mlflow
 
-    from segexp import eval_report, plots, tracking
-    from segexp.data.checks import layout_findings
-    from segexp.data.registry import build_dataset
-    from segexp.evaluation import Evaluator
-    from segexp.inference import Predictor, TTAOptions
-    from segexp.model_source import load_model
+    from segexp.evaluation.report import write_report
+    from segexp.inference.model_source import load_model
+    from segexp.tracking.store import check_store, resolve_tracking_uri
 
-    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
-    tracking.check_store(uri)
+    uri = resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
+    check_store(uri)
     mlflow.set_tracking_uri(uri)
     loaded = load_model(str(cfg.model))
     dataset_cfg, image_size = _data_config(cfg, loaded)
+    dataset, result = _score(cfg, loaded, dataset_cfg, image_size)
+    split = dataset.split(cfg.split)
+    print(f"{dataset.name} {cfg.split} ({len(split)} images), model {loaded.source}")
+    output = Path(HydraConfig.get().runtime.output_dir)
+    print(write_report(result, dataset, output))
+    _log(cfg, uri, loaded, result.metrics(dataset.class_names, prefix=EVAL_PREFIX), output)
+    return float(result.scores["mean_iou"])
+
+
+def _score(
+    cfg: DictConfig, loaded: object, dataset_cfg: DictConfig, image_size: int
+) -> tuple[object, object]:
+    """(the dataset, the EvaluationResult of the loaded model on cfg.split)."""
+    from segexp.data.checks import layout_findings
+    from segexp.data.registry import build_dataset
+    from segexp.evaluation.evaluator import Evaluator
+    from segexp.inference.predictor import Predictor, TTAOptions
+
     dataset = build_dataset(dataset_cfg)
     problems = layout_findings(dataset)
     if problems:
         raise SegexpError("\n".join(str(p) for p in problems[:5]))
-    split = dataset.split(cfg.split)
     classes = int(loaded.keras_model.output_shape[-1])
     if classes != dataset.num_classes:
         raise SegexpError(
@@ -72,40 +86,30 @@ def evaluate(cfg: DictConfig) -> float:
         size_multiple=int(loaded.config.get("output_stride", cfg.backbone.output_stride)),
     )
     evaluator = Evaluator(
-        split,
+        dataset.split(cfg.split),
         dataset,
         batch_size=cfg.trainer.batch_size,
         skip_corrupt=bool(dataset_cfg.skip_corrupt),
         keep_worst=cfg.worst_images,
         cache=_disk_cache(dataset_cfg),
     )
-    result = evaluator.evaluate(predictor)
+    return dataset, evaluator.evaluate(predictor)
 
-    names = dataset.class_names
-    print(f"{dataset.name} {cfg.split} ({len(split)} images), model {loaded.source}")
-    print(eval_report.as_text(result, names))
-    output = Path(HydraConfig.get().runtime.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "per_class.md").write_text(eval_report.as_markdown(result, names))
-    (output / "per_class.csv").write_text(eval_report.as_csv(result, names))
-    plots.confusion_figure(result.confusion, names).savefig(output / "confusion_matrix.png")
-    if result.worst:
-        plots.prediction_figure(
-            [w.image for w in result.worst],
-            [w.label for w in result.worst],
-            [w.predicted for w in result.worst],
-            dataset.colormap,
-            names,
-            dataset.ignore_index,
-            row_titles=[f"{w.path.name}: mean IoU {w.mean_iou:.3f}" for w in result.worst],
-        ).savefig(output / "worst_images.png", dpi=80)
 
-    metrics = result.metrics(names, prefix=EVAL_PREFIX)
+def _log(
+    cfg: DictConfig, uri: str, loaded: object, metrics: dict[str, float], output: Path
+) -> None:
+    """The eval/ metrics and files, into the training run when `model` is a run id, else into
+    a new run tagged with the model it evaluated."""
+    import mlflow
+
+    from segexp.tracking.store import ensure_experiment
+
     into_training_run = loaded.run_id is not None and not str(cfg.model).startswith("models:/")
     if into_training_run:
         run = mlflow.start_run(run_id=loaded.run_id)
     else:
-        experiment = tracking.ensure_experiment(uri, cfg.tracking.experiment)
+        experiment = ensure_experiment(uri, cfg.tracking.experiment)
         run = mlflow.start_run(
             experiment_id=experiment,
             run_name=f"evaluate {cfg.model}",
@@ -117,7 +121,6 @@ def evaluate(cfg: DictConfig) -> float:
         run_id = run.info.run_id
     where = "the training run" if into_training_run else "a new run"
     print(f"logged {EVAL_PREFIX}/ metrics and files into {where} {run_id}; files in {output}")
-    return float(result.scores["mean_iou"])
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from segexp.cli import configure_tensorflow_env, one_line_errors, run_app
 from segexp.config import CONFIG_DIR, validate_config
-from segexp.config.validate import validate_inference_config
+from segexp.config.inference import validate_inference_config
 from segexp.errors import SegexpError
 
 
@@ -22,15 +22,15 @@ def export(cfg: DictConfig) -> Path:
     configure_tensorflow_env()
     import mlflow
 
-    from segexp import tracking
-    from segexp.model_source import load_model
+    from segexp.inference.model_source import load_model
+    from segexp.tracking.store import resolve_tracking_uri
 
     output = Path(cfg.output)
     if cfg.format == "keras" and output.suffix != ".keras":
         raise SegexpError(f"output={output} is not allowed: a Keras file must end in .keras")
     if output.exists():
         raise SegexpError(f"output={output} exists already; choose a new path")
-    mlflow.set_tracking_uri(tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd()))
+    mlflow.set_tracking_uri(resolve_tracking_uri(cfg.tracking.uri, Path.cwd()))
     model = load_model(str(cfg.model)).keras_model
     output.parent.mkdir(parents=True, exist_ok=True)
     if cfg.format == "keras":

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segexp.cli import configure_tensorflow_env, one_line_errors, run_app
 from segexp.config import CONFIG_DIR, validate_config
-from segexp.config.validate import validate_inference_config
+from segexp.config.inference import validate_inference_config
 from segexp.errors import SegexpError
 
 
@@ -47,14 +47,15 @@ def predict(cfg: DictConfig) -> int:
     import mlflow
     from PIL import Image
 
-    from segexp import plots, tracking
     from segexp.data.files import read_image
     from segexp.data.palettes import resolve_colormap
-    from segexp.inference import Predictor, TTAOptions
-    from segexp.model_source import load_model
+    from segexp.inference.model_source import load_model
+    from segexp.inference.predictor import Predictor, TTAOptions
+    from segexp.reporting import plots
+    from segexp.tracking.store import resolve_tracking_uri
 
     files = input_files(Path(cfg.input))
-    mlflow.set_tracking_uri(tracking.resolve_tracking_uri(cfg.tracking.uri, Path.cwd()))
+    mlflow.set_tracking_uri(resolve_tracking_uri(cfg.tracking.uri, Path.cwd()))
     loaded = load_model(str(cfg.model))
     num_classes = int(loaded.keras_model.output_shape[-1])
     if loaded.config:

@@ -2,7 +2,7 @@
 while their tracking store was down or locked (kept in <output dir>/tracking/outbox/).
 
 Safe to run any number of times, also while nothing waits: a record is removed once sent, and
-one sent twice is recognized by MLflow (see segexp.outbox).
+one sent twice is recognized by MLflow (see segexp.tracking.outbox).
 """
 
 import argparse
@@ -11,9 +11,10 @@ from pathlib import Path
 
 from segexp.cli import configure_tensorflow_env
 from segexp.errors import SegexpError
-from segexp.outbox import Outbox, RunLink
-from segexp.resume import resume_command
-from segexp.store import check_store
+from segexp.inference.pyfunc import log_segmentation_model
+from segexp.tracking.outbox import Outbox
+from segexp.tracking.run_folder import RunLink, resume_command
+from segexp.tracking.store import check_store
 
 
 def sync(output_dir: Path, timeout_s: float) -> tuple[int, int]:
@@ -25,7 +26,7 @@ def sync(output_dir: Path, timeout_s: float) -> tuple[int, int]:
     output_dir = output_dir.resolve()
     link = RunLink.load(output_dir)
     check_store(link.tracking_uri)
-    outbox = Outbox(output_dir, link)
+    outbox = Outbox(output_dir, link, log_segmentation_model)
     ending = any(path.name.endswith("-status.json") for path in outbox.pending())
     if (
         link.process_gone()

@@ -12,11 +12,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from segexp.cli import configure_tensorflow_env, error_lines, run_app
 from segexp.config import CONFIG_DIR, validate_config
-from segexp.config.validate import config_warnings
+from segexp.config.warnings import config_warnings
 from segexp.errors import SegexpError
-from segexp.resume import check_overrides, find_run_folder, resume_command, resumed_config
-from segexp.store import resolve_tracking_uri
-from segexp.sweep import parent_run_id
+from segexp.tracking.run_folder import resume_command
+from segexp.tracking.store import resolve_tracking_uri
+from segexp.tracking.sweep import parent_run_id
+from segexp.training.resume import check_overrides, find_run_folder, resumed_config
 
 # Overrides that say where things go, not what is trained: left out of the run name.
 _NOT_IN_RUN_NAME = ("tracking.", "paths.", "hydra.")
@@ -46,9 +47,9 @@ def train(cfg: DictConfig) -> float:
     for warning in config_warnings(cfg):
         print(f"warning: {warning}", file=sys.stderr)
     configure_tensorflow_env()
-    from segexp.experiment import run_training  # imports TensorFlow
-    from segexp.interrupts import Interrupted
-    from segexp.tracking import ui_command
+    from segexp.errors import Interrupted
+    from segexp.tracking.store import ui_command
+    from segexp.training.job import run_training  # imports TensorFlow
 
     run_name = run_name_from_overrides(list(HydraConfig.get().overrides.task))
     try:
@@ -99,7 +100,8 @@ def main(cfg: DictConfig) -> float:
 
 
 def _record_failed_job(cfg: DictConfig, parent: str, error: str) -> None:
-    from segexp.tracking import record_failed_job, resolve_tracking_uri
+    from segexp.tracking.run import record_failed_job
+    from segexp.tracking.store import resolve_tracking_uri
 
     run_name = run_name_from_overrides(list(HydraConfig.get().overrides.task))
     uri = resolve_tracking_uri(OmegaConf.select(cfg, "tracking.uri"), Path.cwd())

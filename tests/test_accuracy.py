@@ -2,7 +2,8 @@
 
 import pytest
 
-from segexp.accuracy import Comparison, Curve, main, markdown
+from segexp.accuracy import main
+from segexp.perf.accuracy import Comparison, Curve, markdown
 
 
 def test_time_to_accuracy_is_the_first_epoch_at_or_over_the_target():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from segexp.config.validate import config_warnings
+from segexp.config.warnings import config_warnings
 from segexp.models import backbones
 from segexp.models.deeplabv3plus import build_deeplabv3plus
 from segexp.models.dilated_resnet import copy_weights, dilated_resnet
@@ -86,7 +86,10 @@ def test_freeze_bn_puts_backbone_batchnorm_in_inference_mode():
 
 def test_rates_that_do_not_match_the_stride_and_small_batches_warn():
     cfg = compose_config(
-        "train", "backbone=resnet50_dilated", "backbone.output_stride=8", "aspp.rates=[6,12,18]",
+        "train",
+        "backbone=resnet50_dilated",
+        "backbone.output_stride=8",
+        "aspp.rates=[6,12,18]",
         "backbone.weights=imagenet",
     )
     warnings = config_warnings(cfg)
@@ -98,7 +101,7 @@ def test_rates_that_do_not_match_the_stride_and_small_batches_warn():
 
 
 def test_named_aspp_options_build_the_pyramid_they_name():
-    from segexp.experiment import build_model
+    from segexp.models.build import build_model
 
     def model(option):
         cfg = compose_config("train", "backbone=mobilenetv2", f"aspp={option}", "aspp.filters=16")

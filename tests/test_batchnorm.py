@@ -106,7 +106,7 @@ def test_a_model_without_trainable_batchnorm_is_left_alone():
     ("override", "expected"), [(None, 0.9), ("experiment=keras_io_cihp", 0.99)]
 )
 def test_batchnorm_momentum_key_reaches_every_layer(override, expected):
-    from segexp.experiment import build_model
+    from segexp.models.build import build_model
 
     overrides = ["backbone=mobilenetv2", "image_size=64"]
     if override:
@@ -156,10 +156,11 @@ def _colour_blocks(root, counts: dict[str, int]) -> None:
 def test_saved_model_scores_the_same_with_moving_and_batch_statistics(tmp_path):
     """After 12 steps, last.keras scores in inference mode as it does with batch statistics;
     with Keras' momentum 0.99 and no precise BatchNorm it scores far less."""
-    from segexp.distribute import workers_of
-    from segexp.evaluation import Evaluator
-    from segexp.experiment import prepare_job, train_job
-    from segexp.inference import Predictor
+    from segexp.evaluation.evaluator import Evaluator
+    from segexp.inference.predictor import Predictor
+    from segexp.training.distribute import workers_of
+    from segexp.training.job import train_job
+    from segexp.training.setup import prepare_job
     from tests.conftest import compose_config
 
     _colour_blocks(tmp_path / "data", {"train": 16, "val": 8})

@@ -39,6 +39,7 @@ def test_runs_that_do_not_beat_the_baseline_are_marked(tmp_path, monkeypatch, ca
     rows = [line.split(",") for line in out.strip().splitlines()]
     assert rows[0][3:6] == ["best val/mean_iou", "baseline", "trivial"]
     assert [(r[1], r[3], r[4], r[5]) for r in rows[1:]] == [
-        ("good", "0.4000", "0.0433", ""), ("flat", "0.0450", "0.0433", "yes")
+        ("good", "0.4000", "0.0433", ""),
+        ("flat", "0.0450", "0.0433", "yes"),
     ]
     assert "1 of 2 runs do not beat val/baseline_mean_iou" in err

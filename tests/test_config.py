@@ -7,8 +7,8 @@ import pytest
 from hydra.utils import instantiate
 
 from segexp.config import CONFIG_DIR, validate_config
+from segexp.config.inference import validate_inference_config
 from segexp.config.overrides import check_group_choices, check_keys, config_groups
-from segexp.config.validate import validate_inference_config
 from segexp.errors import ConfigError
 from segexp.train import run_name_from_overrides
 from tests.conftest import compose_config
@@ -150,8 +150,11 @@ BAD_OVERRIDES = [
     ("augment=standard augment.flip=2", "augment.flip=2", "[0, 1]"),
     ("trainer.best.monitor=val/iou/nose", "trainer.best.monitor='val/iou/nose'", "val/iou/<class"),
     ("trainer.early_stopping.patience=-1", "trainer.early_stopping.patience=-1", ">= 0"),
-    ("loss=cross_entropy loss.class_weights=[1,2]", "loss.class_weights=[1, 2]",
-     "null, auto or 20 numbers"),
+    (
+        "loss=cross_entropy loss.class_weights=[1,2]",
+        "loss.class_weights=[1, 2]",
+        "null, auto or 20 numbers",
+    ),
     ("loss=ohem loss.top_k=0", "loss.top_k=0", "fraction in (0, 1]"),
     ("schedule=poly schedule.power=0", "schedule.power=0", "number > 0"),
     ("trainer.precision=float16", "trainer.precision='float16'", "float32, mixed_float16, mixed_b"),
@@ -346,3 +349,15 @@ def test_the_readme_slurm_recipe_composes_with_the_submitit_launcher():
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 1, 4)
     validate_config(compose_config("train", *overrides[4:]))
+
+
+@pytest.mark.parametrize("entry", ["evaluate", "predict", "export", "check", "bench"])
+def test_only_train_opens_a_sweep_parent_run(entry):
+    """The MlflowSweep callback (a parent run saying it ran segexp.train) is train's alone."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        train = compose(config_name="train", return_hydra_config=True)
+        other = compose(config_name=entry, return_hydra_config=True)
+    assert train.hydra.callbacks.mlflow_sweep._target_ == "segexp.tracking.sweep.MlflowSweep"
+    assert "mlflow_sweep" not in other.hydra.callbacks

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from segexp.distribute import Workers, cluster_resolver, per_replica_batch, workers_of
 from segexp.errors import SegexpError
+from segexp.training.distribute import Workers, cluster_resolver, per_replica_batch, workers_of
 
 # 2 logical CPU devices (before TensorFlow starts), then one model per strategy from a config
 TWO_DEVICES = """
@@ -19,8 +19,8 @@ import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
-from segexp.distribute import make_strategy
-from segexp.experiment import build_compiled_model
+from segexp.training.distribute import make_strategy
+from segexp.training.job import build_compiled_model
 from tests.conftest import compose_config
 
 def model_for(name, *overrides):
@@ -34,7 +34,9 @@ def model_for(name, *overrides):
     return build_compiled_model(cfg, labels, {"train": np.ones(4)}, 2, strategy), strategy
 """
 
-SCRIPT = TWO_DEVICES + """
+SCRIPT = (
+    TWO_DEVICES
+    + """
 rng = np.random.default_rng(0)
 x = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
 y = rng.integers(0, 4, (8, 32, 32)).astype("int32")
@@ -50,6 +52,7 @@ for name in ("auto", "mirrored"):
     out[name] = {"replicas": strategy.num_replicas_in_sync, "losses": losses}
 print("RESULT " + json.dumps(out))
 """
+)
 
 
 @pytest.mark.slow
@@ -137,7 +140,9 @@ def test_a_missing_or_bad_cluster_is_named(no_cluster, tf_config, message):
     assert str(caught.value).startswith(message)
 
 
-PRECISE_BN_SCRIPT = TWO_DEVICES + """
+PRECISE_BN_SCRIPT = (
+    TWO_DEVICES
+    + """
 from segexp.models.batchnorm import PreciseBatchNorm, batchnorm_layers
 
 x = np.random.default_rng(0).uniform(0, 255, (12, 32, 32, 3)).astype("float32")
@@ -158,6 +163,7 @@ for name in ("auto", "mirrored"):
     out[name] = {"used": used, "stats": replicas}
 print("RESULT " + json.dumps(out))
 """
+)
 
 
 @pytest.mark.slow

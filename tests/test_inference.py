@@ -6,8 +6,8 @@ import pytest
 
 from segexp.data.dataset import SegmentationDataset, Split
 from segexp.data.palettes import bit_palette
-from segexp.evaluation import Evaluator
-from segexp.inference import Predictor, TTAOptions, window_starts
+from segexp.evaluation.evaluator import Evaluator
+from segexp.inference.predictor import Predictor, TTAOptions, window_starts
 from tests.fakedata import save_image, save_mask
 
 RED = 1  # the class a red pixel gets from the pixel model below

@@ -275,7 +275,7 @@ def test_loading_a_logged_model_leaves_no_temporary_files(tiny_run, tmp_path, mo
     """MLflow's default download folder is never removed; each load used to leave ~20 MB."""
     import tempfile
 
-    from segexp.model_source import load_model
+    from segexp.inference.model_source import load_model
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from segexp.losses import (
+from segexp.training.losses import (
     CrossEntropy,
     DiceLoss,
     TopKCrossEntropy,

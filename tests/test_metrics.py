@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, jaccard_score
 
-from segexp.losses import CrossEntropy
-from segexp.metrics import SegmentationScores, confusion_scores
+from segexp.evaluation.metrics import SegmentationScores, confusion_scores
+from segexp.training.losses import CrossEntropy
 
 NUM_CLASSES = 6  # class 5 is absent from labels and predictions
 
@@ -75,7 +75,7 @@ def test_loss_is_cross_entropy_averaged_over_non_ignored_pixels():
 def test_every_score_matches_scikit_learn_with_an_absent_class(seed):
     from sklearn.metrics import f1_score, recall_score
 
-    from segexp.metrics import confusion_matrix as segexp_confusion
+    from segexp.evaluation.metrics import confusion_matrix as segexp_confusion
 
     labels, logits = _random_case(seed)
     predicted = logits.argmax(-1)

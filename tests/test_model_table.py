@@ -2,7 +2,7 @@
 
 import pytest
 
-from segexp.model_table import END, START, measure, replace_block
+from segexp.perf.model_table import END, START, measure, replace_block
 
 
 def test_measure_counts_the_reference_model_and_its_flops():

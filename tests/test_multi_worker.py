@@ -95,7 +95,7 @@ def test_two_workers_on_localhost_train_one_run_like_one_process(tiny_run, tmp_p
 EXACT = """
 import json, os, sys
 import numpy as np, tensorflow as tf, keras
-from segexp.distribute import fit_ready_for_multi_worker, make_strategy, sharded_batches
+from segexp.training.distribute import fit_ready_for_multi_worker, make_strategy, sharded_batches
 
 x = np.arange(48, dtype=np.float32).reshape(24, 2) / 10
 y = x[:, :1] * 2 - x[:, 1:]

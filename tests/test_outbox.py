@@ -11,8 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from segexp.errors import SegexpError
-from segexp.outbox import Outbox, RunLink
-from segexp.store import ensure_experiment
+from segexp.tracking.outbox import Outbox
+from segexp.tracking.run_folder import RunLink
+from segexp.tracking.store import ensure_experiment
 
 
 def _run(tmp_path, name="run"):
@@ -152,14 +153,14 @@ def test_sync_on_a_folder_that_is_not_a_run_says_so(tmp_path):
 
 
 def test_a_run_that_ends_while_the_server_is_down_fails_with_the_sync_command(tmp_path):
-    from segexp import tracking
+    from segexp.tracking.run import finishing
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     outbox = Outbox(tmp_path / "run", RunLink(f"http://127.0.0.1:{port}", "1", "0" * 32))
     outbox.metrics({"train/loss": 1.0}, step=1)
-    with pytest.raises(SegexpError) as caught, tracking.finishing(outbox, timeout_s=1.0):
+    with pytest.raises(SegexpError) as caught, finishing(outbox, timeout_s=1.0):
         pass  # training finished
     assert str(caught.value) == (
         f"tracking store http://127.0.0.1:{port} did not answer for 1 s: 2 record(s) of run "

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from segexp.cli import configure_tensorflow_env
-from segexp.experiment import build_model
-from segexp.losses import CrossEntropy
-from segexp.trainer import compile_model
+from segexp.models.build import build_model
+from segexp.training.build import compile_model
+from segexp.training.losses import CrossEntropy
 from tests.conftest import compose_config
 
 

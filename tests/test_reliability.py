@@ -2,8 +2,8 @@
 
 Six tiny deterministic 3-epoch jobs start at once on one fresh SQLite store (which is also the
 concurrency test): one runs uninterrupted, the others meet a fault at an exact point through
-SEGEXP_FAULT (segexp.faults) and are then resumed. A resumed run must give the uninterrupted
-run's metric history and weights.
+SEGEXP_FAULT (segexp.training.faults) and are then resumed. A resumed run must give the
+uninterrupted run's metric history and weights.
 """
 
 import json
@@ -91,7 +91,7 @@ def _weights(folder: Path) -> dict[str, np.ndarray]:
 def _keras_weights(path: Path) -> list[np.ndarray]:
     import keras
 
-    import segexp.metrics  # noqa: F401  (custom objects)
+    import segexp.evaluation.metrics  # noqa: F401  (custom objects)
     import segexp.models.layers  # noqa: F401
 
     return keras.saving.load_model(path, compile=False).get_weights()

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from segexp.interrupts import StopRequest
-from segexp.schedules import WarmupDecay, build
-from segexp.trainer import EarlyStop, Watch, fit
+from segexp.training.interrupts import StopRequest
+from segexp.training.loop import fit
+from segexp.training.monitor import EarlyStop, Watch
+from segexp.training.schedules import WarmupDecay, build
 
 
 @pytest.mark.parametrize("step", [0, 5, 10, 37, 100, 150])

@@ -7,30 +7,29 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from segexp import tracking
+from segexp.tracking import records, store
+from segexp.training.monitor import metric_names
 
 
 def test_tracking_uri_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert (
-        tracking.resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    )
+    assert store.resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    assert tracking.resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:5999"
-    assert tracking.resolve_tracking_uri("sqlite:///x.db", tmp_path) == "sqlite:///x.db"
+    assert store.resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:5999"
+    assert store.resolve_tracking_uri("sqlite:///x.db", tmp_path) == "sqlite:///x.db"
 
 
 def test_sqlite_store_gets_an_artifact_folder_beside_it(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    assert tracking.artifact_location_for(uri) == (tmp_path / "mlartifacts").as_uri()
-    assert tracking.artifact_location_for("http://localhost:5000") is None
-    assert tracking.ui_command(uri) == f"mlflow ui --backend-store-uri {uri}"
+    assert store.artifact_location_for(uri) == (tmp_path / "mlartifacts").as_uri()
+    assert store.artifact_location_for("http://localhost:5000") is None
+    assert store.ui_command(uri) == f"mlflow ui --backend-store-uri {uri}"
 
 
 def test_experiment_is_created_once_with_its_artifact_location(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    first = tracking.ensure_experiment(uri, "exp")
-    assert tracking.ensure_experiment(uri, "exp") == first
+    first = store.ensure_experiment(uri, "exp")
+    assert store.ensure_experiment(uri, "exp") == first
     experiment = MlflowClient(uri).get_experiment(first)
     assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
 
@@ -39,23 +38,23 @@ def test_deleted_experiment_is_reported(tmp_path):
     from segexp.errors import SegexpError
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    MlflowClient(uri).delete_experiment(tracking.ensure_experiment(uri, "gone"))
+    MlflowClient(uri).delete_experiment(store.ensure_experiment(uri, "gone"))
     with pytest.raises(SegexpError, match="tracking.experiment='gone' is deleted"):
-        tracking.ensure_experiment(uri, "gone")
+        store.ensure_experiment(uri, "gone")
 
 
 def test_flatten_params_nests_keys_and_stringifies_lists_within_limits():
-    flat = tracking.flatten_params(
+    flat = records.flatten_params(
         {"aspp": {"rates": [6, 12, 18], "filters": 256}, "w": None, "long": "x" * 7000}
     )
     assert flat["aspp.rates"] == "[6, 12, 18]"
     assert flat["aspp.filters"] == "256"
     assert flat["w"] == "None"
-    assert len(flat["long"]) == tracking.MAX_PARAM_VALUE
+    assert len(flat["long"]) == records.MAX_PARAM_VALUE
 
 
 def test_keras_log_names_map_to_segexp_metric_names():
-    renamed = tracking.metric_names(
+    renamed = metric_names(
         {
             "loss": 1.0,
             "pixel_accuracy": 0.5,
@@ -74,7 +73,7 @@ def test_keras_log_names_map_to_segexp_metric_names():
 
 
 def test_git_commit_is_none_outside_a_repository(tmp_path):
-    assert tracking.git_commit(Path(tmp_path)) is None
+    assert records.git_commit(Path(tmp_path)) is None
 
 
 def _closed_port() -> int:
@@ -89,7 +88,7 @@ def test_unreachable_server_fails_in_seconds_naming_the_uri():
     uri = f"http://127.0.0.1:{_closed_port()}"
     started = time.monotonic()
     with pytest.raises(SegexpError, match=f"tracking.uri={uri}: cannot reach"):
-        tracking.check_store(uri)
+        store.check_store(uri)
     assert time.monotonic() - started < 10
 
 
@@ -99,15 +98,15 @@ def test_unreachable_server_from_the_environment_is_named_as_such(monkeypatch):
     uri = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with pytest.raises(SegexpError, match=f"MLFLOW_TRACKING_URI={uri}"):
-        tracking.check_store(tracking.resolve_tracking_uri(None, Path.cwd()))
+        store.check_store(store.resolve_tracking_uri(None, Path.cwd()))
 
 
 def test_sqlite_store_in_a_missing_folder_is_reported(tmp_path):
     from segexp.errors import SegexpError
 
     with pytest.raises(SegexpError, match="does not exist"):
-        tracking.check_store(f"sqlite:///{tmp_path}/missing/mlflow.db")
-    tracking.check_store(f"sqlite:///{tmp_path}/mlflow.db")  # an existing folder is fine
+        store.check_store(f"sqlite:///{tmp_path}/missing/mlflow.db")
+    store.check_store(f"sqlite:///{tmp_path}/mlflow.db")  # an existing folder is fine
 
 
 def test_cli_with_an_unreachable_server_stops_before_loading_data(tmp_path):

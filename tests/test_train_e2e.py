@@ -89,9 +89,9 @@ def test_figures_checkpoint_and_hydra_folder_are_logged(logged):
 def test_checkpoints_stay_in_the_output_folder_and_best_one_loads(tiny_run):
     import keras
 
-    import segexp.losses  # noqa: F401  (registers the loss, metric and layers for loading)
-    import segexp.metrics  # noqa: F401
+    import segexp.evaluation.metrics  # noqa: F401
     import segexp.models.layers  # noqa: F401
+    import segexp.training.losses  # noqa: F401  (registers the loss, metric and layers for loading)
 
     checkpoints = tiny_run.output_dir / "checkpoints"
     assert (checkpoints / "last.keras").is_file()

@@ -9,8 +9,8 @@ import pytest
 
 from segexp import atomic
 from segexp.errors import SegexpError
-from segexp.interrupts import stop_on_signals
-from segexp.train_state import STATE_FILE, Progress, load_state, save_state
+from segexp.training.interrupts import stop_on_signals
+from segexp.training.state import STATE_FILE, Progress, load_state, save_state
 
 
 def _model(filters=4, name="head"):

@@ -1,1 +1,2 @@
-"""Datasets (file lists, class names, colormaps) and the tf.data input pipeline."""
+"""Data: datasets (folder layouts, readers, the generated sets), checks, augmentation, the sample
+cache and the tf.data pipeline. May import segexp.config and segexp.errors."""

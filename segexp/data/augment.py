@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-RECIPES = ("none", "standard")
-
 
 @dataclass(frozen=True)
 class AugmentOptions:

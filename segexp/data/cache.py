@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segexp.config.validate import CACHE_MODES
+from segexp.config.choices import CACHE_MODES
 
 Sample = tuple[np.ndarray, np.ndarray]  # (H, W, 3) uint8 image, (H, W) int32 mask
 

@@ -112,6 +112,85 @@ class ResizedSamples:
         return image, mask, np.bool_(ok)
 
 
+class _SampleLoader:
+    """Paths and a sample seed -> (float32 image, int32 mask, readable): read, then resized
+    (through the resized-sample cache when there is one) or augmented."""
+
+    def __init__(
+        self,
+        dataset: SegmentationDataset,
+        image_size: int,
+        augment: AugmentOptions | None,
+        skip_corrupt: bool,
+        problems: FileProblems | None,
+        cache: SampleCache | None,
+    ) -> None:
+        self.dataset, self.image_size, self.augment = dataset, image_size, augment
+        # without augmentation the cache keeps samples resized (and rounded, as every sample of
+        # such a pipeline is); with it, at their own size, for each epoch's random crop and scale
+        self.reader = PairReader(
+            dataset.num_classes, dataset.ignore_index, skip_corrupt, problems or FileProblems(),
+            cache if augment is not None else None,
+        )  # fmt: skip
+        self.resized_samples = (
+            ResizedSamples(cache, image_size) if cache is not None and augment is None else None
+        )
+        self.lookup = flip_lookup(dataset.num_classes, dataset.flip_pairs)
+
+    def read(self, paths: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        image, mask, ok = tf.numpy_function(
+            self.reader, paths, (tf.uint8, tf.int32, tf.bool), stateful=False
+        )
+        image = tf.ensure_shape(tf.cast(image, tf.float32), [None, None, 3])
+        return image, tf.ensure_shape(mask, [None, None]), ok
+
+    def read_resized(
+        self, paths: tuple[tf.Tensor, tf.Tensor]
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        image, mask, ok = self.read(paths)
+        image, mask = resize_pair(image, mask, self.image_size, self.image_size)
+        # bilinear weights are convex: the values stay in 0..255
+        return tf.cast(tf.round(image), tf.uint8), mask, ok
+
+    def read_resized_cached(
+        self, paths: tuple[tf.Tensor, tf.Tensor]
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        samples = self.resized_samples
+        assert samples is not None
+        hit, image, mask = tf.numpy_function(
+            samples.lookup, paths, (tf.bool, tf.uint8, tf.int32), stateful=True
+        )
+
+        def from_files() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            fresh = self.read_resized(paths)
+            return tuple(tf.numpy_function(
+                samples.store, [*paths, *fresh], (tf.uint8, tf.int32, tf.bool), stateful=True,
+            ))  # fmt: skip
+
+        hit = tf.ensure_shape(hit, [])
+        image, mask, ok = tf.cond(hit, lambda: (image, mask, tf.constant(True)), from_files)
+        shape = [self.image_size, self.image_size]
+        image, mask = tf.ensure_shape(image, [*shape, 3]), tf.ensure_shape(mask, shape)
+        return image, mask, tf.ensure_shape(ok, [])
+
+    def __call__(
+        self, paths: tuple[tf.Tensor, tf.Tensor], sample_seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        if self.augment is None:
+            resized = self.read_resized if self.resized_samples is None else (
+                self.read_resized_cached
+            )  # fmt: skip
+            image, mask, ok = resized(paths)
+            return tf.cast(image, tf.float32), mask, ok
+        image, mask, ok = self.read(paths)
+        dataset = self.dataset
+        image, mask = augment_pair(
+            image, mask, sample_seed, self.image_size, self.augment, self.lookup,
+            dataset.num_classes, dataset.ignore_index,
+        )  # fmt: skip
+        return image, mask, ok
+
+
 def make_dataset(
     split: Split,
     dataset: SegmentationDataset,
@@ -142,16 +221,7 @@ def make_dataset(
     `cache` (shared across calls) keeps what was read, so later epochs skip the files.
     """
     augment = augment if training and augment is not None and augment.enabled else None
-    # without augmentation the cache keeps samples resized (and rounded, as every sample of
-    # such a pipeline is); with it, at their own size, for each epoch's random crop and scale
-    reader = PairReader(
-        dataset.num_classes, dataset.ignore_index, skip_corrupt, problems or FileProblems(),
-        cache if augment is not None else None,
-    )  # fmt: skip
-    resized_samples = (
-        ResizedSamples(cache, image_size) if cache is not None and augment is None else None
-    )
-    lookup = flip_lookup(dataset.num_classes, dataset.flip_pairs)
+    load = _SampleLoader(dataset, image_size, augment, skip_corrupt, problems, cache)
     files = tf.data.Dataset.from_tensor_slices(
         ([str(p) for p in split.images], [str(p) for p in split.masks])
     )
@@ -162,61 +232,6 @@ def make_dataset(
     sample_seeds = tf.data.Dataset.range(len(split)).map(
         lambda i: tf.stack([tf.constant(epoch_seed, tf.int64), i])
     )
-
-    def read(paths: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        image, mask, ok = tf.numpy_function(
-            reader, paths, (tf.uint8, tf.int32, tf.bool), stateful=False
-        )
-        image = tf.ensure_shape(tf.cast(image, tf.float32), [None, None, 3])
-        return image, tf.ensure_shape(mask, [None, None]), ok
-
-    def read_resized(paths: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        image, mask, ok = read(paths)
-        image, mask = resize_pair(image, mask, image_size, image_size)
-        # bilinear weights are convex: the values stay in 0..255
-        return tf.cast(tf.round(image), tf.uint8), mask, ok
-
-    def read_resized_cached(
-        paths: tuple[tf.Tensor, tf.Tensor],
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        assert resized_samples is not None
-        hit, image, mask = tf.numpy_function(
-            resized_samples.lookup, paths, (tf.bool, tf.uint8, tf.int32), stateful=True
-        )
-
-        def from_files() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            fresh = read_resized(paths)
-            return tuple(tf.numpy_function(
-                resized_samples.store, [*paths, *fresh], (tf.uint8, tf.int32, tf.bool),
-                stateful=True,
-            ))  # fmt: skip
-
-        hit = tf.ensure_shape(hit, [])
-        image, mask, ok = tf.cond(hit, lambda: (image, mask, tf.constant(True)), from_files)
-        shape = [image_size, image_size]
-        image, mask = tf.ensure_shape(image, [*shape, 3]), tf.ensure_shape(mask, shape)
-        return image, mask, tf.ensure_shape(ok, [])
-
-    def load(
-        paths: tuple[tf.Tensor, tf.Tensor], sample_seed: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        if augment is None:
-            resized = read_resized if resized_samples is None else read_resized_cached
-            image, mask, ok = resized(paths)
-            return tf.cast(image, tf.float32), mask, ok
-        image, mask, ok = read(paths)
-        image, mask = augment_pair(
-            image,
-            mask,
-            sample_seed,
-            image_size,
-            augment,
-            lookup,
-            dataset.num_classes,
-            dataset.ignore_index,
-        )
-        return image, mask, ok
-
     samples = tf.data.Dataset.zip(files, sample_seeds)
     index, count = shard
     if count > 1:

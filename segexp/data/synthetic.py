@@ -90,31 +90,52 @@ def _background(height: int, width: int, rng: np.random.Generator) -> np.ndarray
     return image
 
 
+class _Person:
+    """One figure being painted: the canvas, where the figure stands, its colors."""
+
+    def __init__(self, canvas: _Canvas, cx: float, top: float, h: float) -> None:
+        self.canvas, self.rng, self.cx, self.top, self.h = canvas, canvas.rng, cx, top, h
+        rng = self.rng
+        self.skin = _SKIN_TONES[rng.integers(len(_SKIN_TONES))]
+        self.hair = _HAIR_COLORS[rng.integers(len(_HAIR_COLORS))]
+        self.top_color, self.bottom_color = _random_color(rng), _random_color(rng)
+
+    def at(self, dx: float, dy: float) -> np.ndarray:
+        """A point `dx`, `dy` head heights from the top of the head's center."""
+        return np.array([self.cx + dx * self.h, self.top + dy * self.h])
+
+
 def _draw_person(canvas: _Canvas, cx: float, top: float, h: float) -> None:
     """Paint one front-facing figure; `h` is the head height, the figure is about 7.4 h tall.
 
     The person's left side is on the image's right, as in CIHP, so left/right labels are decided
-    by where a part is relative to the body.
+    by where a part is relative to the body. The parts are drawn back to front, and each draws
+    its random choices in this order (the order fixes every synthetic image).
     """
-    rng = canvas.rng
-    skin = _SKIN_TONES[rng.integers(len(_SKIN_TONES))]
-    hair = _HAIR_COLORS[rng.integers(len(_HAIR_COLORS))]
-    top_color, bottom_color = _random_color(rng), _random_color(rng)
+    person = _Person(canvas, cx, top, h)
+    at = person.at
+    if person.rng.random() < 0.3:  # long hair behind the shoulders
+        canvas.polygon(
+            [at(-0.55, 0.4), at(0.55, 0.4), at(0.6, 2.2), at(-0.6, 2.2)], HAIR, person.hair
+        )
+    legs = _draw_legs(person)
+    outfit = _draw_bottom(person, legs)
+    _draw_arms(person, outfit)
+    _draw_torso(person, outfit)
+    _draw_head(person)
 
-    def at(dx: float, dy: float) -> np.ndarray:
-        return np.array([cx + dx * h, top + dy * h])
 
-    if rng.random() < 0.3:  # long hair behind the shoulders
-        canvas.polygon([at(-0.55, 0.4), at(0.55, 0.4), at(0.6, 2.2), at(-0.6, 2.2)], HAIR, hair)
-
-    # Legs (skin), then what covers them. Image right = the person's left.
+def _draw_legs(person: _Person) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Legs (skin), socks and shoes; returns each leg's (hip, ankle). Image right = the
+    person's left."""
+    canvas, rng, at, h = person.canvas, person.rng, person.at, person.h
     feet_spread = rng.uniform(0.35, 0.75)
     legs = {
         LEFT_LEG: (at(0.3, 3.6), at(feet_spread, 7.0)),
         RIGHT_LEG: (at(-0.3, 3.6), at(-feet_spread, 7.0)),
     }
     for label, (hip, ankle) in legs.items():
-        canvas.limb(hip, ankle, 0.42 * h, label, skin)
+        canvas.limb(hip, ankle, 0.42 * h, label, person.skin)
     sock_color = _random_color(rng)
     has_socks = rng.random() < 0.3
     shoe_color = rng.integers(10, 120, size=3)
@@ -132,21 +153,28 @@ def _draw_person(canvas: _Canvas, cx: float, top: float, h: float) -> None:
             shoe,
             shoe_color,
         )
+    return legs
 
-    outfit = rng.choice(["pants", "shorts", "skirt", "dress"], p=[0.45, 0.15, 0.22, 0.18])
+
+def _draw_bottom(person: _Person, legs: dict[int, tuple[np.ndarray, np.ndarray]]) -> str:
+    """Pants, shorts or a skirt over the legs (a dress is drawn with the torso); returns the
+    outfit."""
+    canvas, at, h, color = person.canvas, person.at, person.h, person.bottom_color
+    outfit = person.rng.choice(["pants", "shorts", "skirt", "dress"], p=[0.45, 0.15, 0.22, 0.18])
     if outfit in ("pants", "shorts"):
         knee = 0.92 if outfit == "pants" else 0.45
         for hip, ankle in legs.values():
-            canvas.limb(hip, hip + (ankle - hip) * knee, 0.5 * h, PANTS, bottom_color)
-        canvas.polygon(
-            [at(-0.62, 3.3), at(0.62, 3.3), at(0.5, 4.0), at(-0.5, 4.0)], PANTS, bottom_color
-        )
+            canvas.limb(hip, hip + (ankle - hip) * knee, 0.5 * h, PANTS, color)
+        canvas.polygon([at(-0.62, 3.3), at(0.62, 3.3), at(0.5, 4.0), at(-0.5, 4.0)], PANTS, color)
     elif outfit == "skirt":
-        canvas.polygon(
-            [at(-0.62, 3.4), at(0.62, 3.4), at(1.0, 5.2), at(-1.0, 5.2)], SKIRT, bottom_color
-        )
+        canvas.polygon([at(-0.62, 3.4), at(0.62, 3.4), at(1.0, 5.2), at(-1.0, 5.2)], SKIRT, color)
+    return str(outfit)
 
-    # Arms (skin) hang outward from the shoulders; the torso is drawn over the joints.
+
+def _draw_arms(person: _Person, outfit: str) -> None:
+    """Arms (skin) hanging outward from the shoulders, sleeves, gloves; the torso is drawn over
+    the joints."""
+    canvas, rng, at, h = person.canvas, person.rng, person.at, person.h
     sleeve = rng.choice([0.0, 0.4, 0.9], p=[0.3, 0.4, 0.3])
     has_gloves = rng.random() < 0.2
     glove_color = _random_color(rng)
@@ -154,52 +182,46 @@ def _draw_person(canvas: _Canvas, cx: float, top: float, h: float) -> None:
         angle = np.deg2rad(rng.uniform(8, 50))
         shoulder = at(side * 0.72, 1.4)
         hand = shoulder + 2.6 * h * np.array([side * np.sin(angle), np.cos(angle)])
-        canvas.limb(shoulder, hand, 0.34 * h, label, skin)
+        canvas.limb(shoulder, hand, 0.34 * h, label, person.skin)
         if sleeve > 0:
             canvas.limb(
                 shoulder,
                 shoulder + (hand - shoulder) * sleeve,
                 0.42 * h,
                 DRESS if outfit == "dress" else UPPER_CLOTHES,
-                top_color,
+                person.top_color,
             )
         if has_gloves:
             canvas.ellipse(hand, (0.22 * h, 0.22 * h), 0, GLOVE, glove_color)
 
-    torso = [at(-0.8, 1.15), at(0.8, 1.15), at(0.65, 3.6), at(-0.65, 3.6)]
+
+def _draw_torso(person: _Person, outfit: str) -> None:
+    """The dress or upper clothes (with an open coat), the neck and an optional scarf."""
+    canvas, rng, at = person.canvas, person.rng, person.at
     if outfit == "dress":
         canvas.polygon(
-            [
-                at(-0.8, 1.15),
-                at(0.8, 1.15),
-                at(0.6, 3.2),
-                at(1.1, 5.4),
-                at(-1.1, 5.4),
-                at(-0.6, 3.2),
-            ],
+            [at(-0.8, 1.15), at(0.8, 1.15), at(0.6, 3.2), at(1.1, 5.4), at(-1.1, 5.4),
+             at(-0.6, 3.2)],
             DRESS,
-            top_color,
-        )
+            person.top_color,
+        )  # fmt: skip
     else:
-        canvas.polygon(torso, UPPER_CLOTHES, top_color)
+        torso = [at(-0.8, 1.15), at(0.8, 1.15), at(0.65, 3.6), at(-0.65, 3.6)]
+        canvas.polygon(torso, UPPER_CLOTHES, person.top_color)
         if rng.random() < 0.25:  # open coat over the upper clothes
             coat = _random_color(rng)
             for side in (-1, 1):
                 canvas.polygon(
-                    [
-                        at(side * 0.85, 1.15),
-                        at(side * 0.22, 1.15),
-                        at(side * 0.22, 4.4),
-                        at(side * 0.85, 4.4),
-                    ],
+                    [at(side * 0.85, 1.15), at(side * 0.22, 1.15), at(side * 0.22, 4.4),
+                     at(side * 0.85, 4.4)],
                     COAT,
                     coat,
-                )
+                )  # fmt: skip
     # Neck and V-neck skin, an optional scarf.
     canvas.polygon(
         [at(-0.18, 0.85), at(0.18, 0.85), at(0.18, 1.15), at(0.0, 1.55), at(-0.18, 1.15)],
         TORSO_SKIN,
-        skin,
+        person.skin,
     )
     if rng.random() < 0.2:
         canvas.polygon(
@@ -207,9 +229,13 @@ def _draw_person(canvas: _Canvas, cx: float, top: float, h: float) -> None:
             SCARF,
             _random_color(rng),
         )
-    # Head: hair, face, sunglasses, hat.
-    canvas.ellipse(at(0.0, 0.42), (0.44 * h, 0.48 * h), 0, HAIR, hair)
-    canvas.ellipse(at(0.0, 0.55), (0.34 * h, 0.42 * h), 0, FACE, skin)
+
+
+def _draw_head(person: _Person) -> None:
+    """Hair, face, sunglasses, hat."""
+    canvas, rng, at, h = person.canvas, person.rng, person.at, person.h
+    canvas.ellipse(at(0.0, 0.42), (0.44 * h, 0.48 * h), 0, HAIR, person.hair)
+    canvas.ellipse(at(0.0, 0.55), (0.34 * h, 0.42 * h), 0, FACE, person.skin)
     if rng.random() < 0.25:
         glass = rng.integers(0, 50, size=3)
         for side in (-1, 1):

@@ -1,1 +1,2 @@
-"""DeepLabV3+ model: backbones, ASPP and decoder, built from Keras 3 layers."""
+"""Models: backbones, DeepLabV3+ layers and head, BatchNorm tools, and the model a config
+describes (build). Built from Keras 3 layers and ops. May import segexp.config and segexp.errors."""

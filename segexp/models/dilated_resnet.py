@@ -9,7 +9,6 @@ import keras
 from keras import layers
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-APPLICATIONS = {50: keras.applications.ResNet50, 101: keras.applications.ResNet101}
 _EPS = 1.001e-5
 
 

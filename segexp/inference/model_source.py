@@ -16,9 +16,9 @@ import numpy as np
 import yaml
 from mlflow.exceptions import MlflowException
 
-from segexp.config.validate import model_uri
+from segexp.config.inference import model_uri
 from segexp.errors import SegexpError
-from segexp.tracking import RESOLVED_CONFIG
+from segexp.tracking.run_folder import RESOLVED_CONFIG
 
 
 @dataclass
@@ -42,7 +42,6 @@ class LoadedModel:
 
 
 def _load_keras(path: Path) -> keras.Model:
-    import segexp.metrics  # noqa: F401  registers custom objects
     import segexp.models.layers  # noqa: F401
 
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):

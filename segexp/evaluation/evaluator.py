@@ -15,8 +15,8 @@ from segexp.data.cache import SampleCache
 from segexp.data.dataset import SegmentationDataset, Split
 from segexp.data.files import CorruptFileError
 from segexp.data.pipeline import FileProblems, PairReader
-from segexp.inference import Predictor
-from segexp.metrics import confusion_matrix, confusion_scores
+from segexp.evaluation.metrics import confusion_matrix, confusion_scores
+from segexp.inference.predictor import Predictor
 
 _EPS = 1e-7
 

@@ -14,8 +14,6 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-MODES = ("whole", "slide")
-
 
 @dataclass(frozen=True)
 class TTAOptions:

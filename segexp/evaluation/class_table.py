@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from segexp.evaluation import EvalResult
+from segexp.evaluation.evaluator import EvalResult
 
 NOTE = (
     "n/a: the class occurs in neither labels nor predictions (IoU, Dice) or not in the labels "

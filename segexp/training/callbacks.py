@@ -1,6 +1,6 @@
-"""Compile and fit a segmentation model one epoch at a time, keeping the best (by any val metric)
-and last checkpoints and a resumable training state; early stopping, NaN/Inf loss detection and
-interrupts (SIGINT/SIGTERM) are handled at step and epoch boundaries."""
+"""The Keras callbacks of one fit: validation with the Evaluator, precise BatchNorm, the per-step
+guard (NaN/Inf loss, interrupts, a resumed epoch's metric sums) and the epoch end (checkpoints,
+the training state, listeners, early stopping)."""
 
 import math
 import time
@@ -12,87 +12,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from segexp import atomic, faults
+from segexp import atomic
 from segexp.errors import SegexpError
-from segexp.evaluation import Evaluator
-from segexp.inference import Predictor
-from segexp.interrupts import StopRequest
-from segexp.metrics import SegmentationScores
+from segexp.evaluation.evaluator import Evaluator
+from segexp.inference.predictor import Predictor
 from segexp.models.batchnorm import PreciseBatchNorm
-from segexp.train_state import Progress, has_state, load_state, save_state
-
-MEAN_IOU = "val_mean_iou"  # Keras' log name of val/mean_iou
-
-
-def metric_names(logs: Mapping[str, float]) -> dict[str, float]:
-    """Keras log names -> segexp's: val_x -> val/x, x -> train/x, learning_rate -> lr."""
-    renamed = {}
-    for key, value in logs.items():
-        if key in ("learning_rate", "lr"):
-            renamed["lr"] = float(value)
-        elif key.startswith("val_"):
-            renamed[f"val/{key.removeprefix('val_')}"] = float(value)
-        else:
-            renamed[f"train/{key}"] = float(value)
-    return renamed
-
-
-def keras_name(metric: str) -> str:
-    """segexp's metric name -> Keras' log name: val/mean_iou -> val_mean_iou,
-    val/iou/face -> val_iou/face, train/loss -> loss."""
-    if metric.startswith("val/"):
-        return "val_" + metric.removeprefix("val/")
-    return metric.removeprefix("train/")
-
-
-@dataclass(frozen=True)
-class Watch:
-    """A metric to follow (segexp name, e.g. val/iou/face) and whether higher is better."""
-
-    metric: str = "val/mean_iou"
-    mode: str = "max"
-
-    @property
-    def key(self) -> str:
-        return keras_name(self.metric)
-
-    def best_index(self, values: Sequence[float]) -> int:
-        """Index of the best value (the first one on ties)."""
-        pick = max if self.mode == "max" else min
-        return pick(range(len(values)), key=values.__getitem__)
-
-    def improves(self, value: float, reference: float | None, min_delta: float = 0.0) -> bool:
-        """Whether `value` beats `reference` by more than min_delta (NaN never does)."""
-        if math.isnan(value):
-            return False
-        if reference is None:
-            return True
-        if self.mode == "max":
-            return value - min_delta > reference
-        return value + min_delta < reference
-
-
-@dataclass(frozen=True)
-class EarlyStop:
-    """Stop when `watch` has not improved by min_delta for `patience` epochs."""
-
-    watch: Watch
-    patience: int = 5
-    min_delta: float = 0.0
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a finished fit leaves behind."""
-
-    history: dict[str, list[float]]  # Keras log name -> one value per epoch
-    best_epoch: int  # 1-based, by the checkpoint's watched metric
-    best_value: float  # that metric at best_epoch
-    best_val_mean_iou: float  # the highest val mean IoU of any epoch (what sweepers optimize)
-    best_checkpoint: Path
-    last_checkpoint: Path
-    epochs_run: int
-    stopped_early: bool = False
+from segexp.training import faults
+from segexp.training.interrupts import StopRequest
+from segexp.training.monitor import EarlyStop, Watch, keras_name, metric_names
+from segexp.training.state import Progress, has_state, save_state
 
 
 class NumericalError(SegexpError):
@@ -102,29 +30,6 @@ class NumericalError(SegexpError):
 # (epoch, batches to skip) -> its batches (per worker under a multi-worker strategy)
 EpochBatches = Callable[[int, int], "tf.data.Dataset | tf.distribute.DistributedDataset"]
 EpochListener = Callable[[int, dict[str, float], int], None]  # (epoch 1-based, metrics, ms)
-
-
-def compile_model(
-    model: keras.Model,
-    optimizer: keras.optimizers.Optimizer,
-    loss: keras.losses.Loss,
-    num_classes: int,
-    ignore_index: int,
-    jit_compile: bool = False,
-    steps_per_execution: int = 1,
-) -> None:
-    """Attach optimizer, loss and the confusion-matrix scores (pixel accuracy, mean IoU).
-
-    Under the mixed_float16 policy Keras wraps the optimizer in a LossScaleOptimizer (dynamic
-    loss scaling), so small float16 gradients do not flush to zero.
-    """
-    model.compile(
-        optimizer=optimizer,
-        loss=loss,
-        metrics=[SegmentationScores(num_classes, ignore_index)],
-        jit_compile=jit_compile,
-        steps_per_execution=steps_per_execution,
-    )
 
 
 class Validation(keras.callbacks.Callback):
@@ -333,12 +238,6 @@ class _EpochProgbar(keras.callbacks.ProgbarLogger):
         self.epochs = self.total_epochs
 
 
-def _has_batches(data: "tf.data.Dataset | tf.distribute.DistributedDataset") -> bool:
-    if not isinstance(data, tf.data.Dataset):  # per-worker pipelines: no mid-epoch stops
-        return True
-    return any(True for _ in data.take(1))
-
-
 def _end_epoch_without_steps(
     model: keras.Model, run: _Run, epoch: int, metric_sums: list[np.ndarray]
 ) -> None:
@@ -370,79 +269,3 @@ def _learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
 def _save_model(model: keras.Model, path: Path) -> None:
     with atomic.replacing(path) as temporary:
         model.save(temporary)
-
-
-def fit(
-    model: keras.Model,
-    batches: EpochBatches,
-    steps_per_epoch: int,
-    validation: Validation,
-    epochs: int,
-    checkpoint_dir: Path,
-    stop: StopRequest,
-    listeners: Sequence[EpochListener] = (),
-    verbose: str | int = "auto",
-    best: Watch = Watch(),
-    early_stop: EarlyStop | None = None,
-    resume: bool = False,
-    coordination: Coordination = Coordination(),
-    write_dir: Path | None = None,
-    before_validation: Sequence[keras.callbacks.Callback] = (),
-) -> TrainResult:
-    """Train for `epochs` (fewer if early stopping fires), validating after each epoch.
-
-    With `resume`, the state in `checkpoint_dir` (if any) is restored into the compiled model
-    and training continues at the step after it; epoch `e`'s batches come from `batches(e,
-    skip)`, so a resumed epoch sees the same data in the same order. Checkpoints and the state
-    are written to `write_dir` (default: `checkpoint_dir`; a non-chief worker's scratch folder,
-    since every worker must save: saving runs collective ops); `coordination` says how this
-    process agrees with other workers on stopping; `before_validation` callbacks run at each
-    epoch end before the validation (precise BatchNorm).
-    """
-    write_dir = write_dir or checkpoint_dir
-    write_dir.mkdir(parents=True, exist_ok=True)
-    progress, metric_sums = Progress(), []
-    if resume and has_state(checkpoint_dir):
-        loaded = load_state(checkpoint_dir, model)
-        progress, metric_sums = loaded.progress, loaded.metric_sums
-        if metric_sums and len(model.metrics_variables) != len(metric_sums):
-            _build_metrics(model, batches(progress.epochs_done, 0))
-    run = _Run(
-        model, write_dir, steps_per_epoch, epochs, progress, validation, best, early_stop,
-        stop, listeners, coordination, before_validation,
-    )  # fmt: skip
-    for epoch in range(progress.epochs_done, epochs):
-        if progress.stopped_early:
-            break
-        skipped = progress.steps_done
-        data = batches(epoch, skipped)
-        if skipped and not _has_batches(data):  # stopped after the epoch's last step
-            _end_epoch_without_steps(model, run, epoch, metric_sums)
-            metric_sums = []
-            continue
-        guard = _StepGuard(run, epoch, skipped, metric_sums if skipped else [])
-        model.fit(
-            data,
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            callbacks=[
-                guard, *before_validation, validation, _EpochEnd(run), _EpochProgbar(epochs)
-            ],
-            verbose=verbose,
-            shuffle=False,  # each epoch's order comes from `batches`
-        )
-        metric_sums = []
-    if not progress.epochs:
-        raise SegexpError(f"{checkpoint_dir}: the run has no finished epoch to report")
-    watched = progress.history[best.key]
-    best_index = best.best_index(watched)
-    return TrainResult(
-        history=progress.history,
-        best_epoch=best_index + 1,
-        best_value=float(watched[best_index]),
-        best_val_mean_iou=float(max(progress.history[MEAN_IOU])),
-        best_checkpoint=run.best_path,
-        last_checkpoint=run.last_path,
-        epochs_run=len(progress.epochs),
-        stopped_early=progress.stopped_early,
-    )

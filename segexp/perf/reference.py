@@ -1,4 +1,4 @@
-"""`python -m segexp.bench_reference CONFIG.yaml`: the keras.io example's way of training, timed
+"""`python -m segexp.perf.reference CONFIG.yaml`: the keras.io example's way of training, timed
 in a process of its own under TensorFlow's default CPU settings (segexp.bench starts it with
 TF_ENABLE_ONEDNN_OPTS unset, and nothing here sets it). Prints one JSON line of images/s."""
 
@@ -8,15 +8,16 @@ import sys
 
 from omegaconf import OmegaConf
 
-from segexp.bench_timing import fit_rate, reference_batches
+from segexp.perf.timing import fit_rate, reference_batches
 
 
 def main(config_path: str) -> None:
     import keras
 
+    from segexp.data.load import class_histograms, load_dataset
     from segexp.data.pipeline import FileProblems
-    from segexp.distribute import make_strategy
-    from segexp.experiment import build_compiled_model, class_histograms, load_dataset
+    from segexp.training.build import build_compiled_model
+    from segexp.training.distribute import make_strategy
 
     cfg = OmegaConf.load(config_path)
     b, batch = cfg.bench, cfg.trainer.batch_size

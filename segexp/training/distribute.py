@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from segexp.config.validate import STRATEGIES
+from segexp.config.choices import STRATEGIES
 from segexp.errors import SegexpError
 
 SLURM_PORT_BASE = 8888  # the first port of the workers' gRPC servers on a SLURM job's nodes

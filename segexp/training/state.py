@@ -16,8 +16,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from segexp import atomic, faults
+from segexp import atomic
 from segexp.errors import SegexpError
+from segexp.training import faults
 
 STATE_FILE = "train_state.npz"
 

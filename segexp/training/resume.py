@@ -10,8 +10,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from segexp.errors import SegexpError
-from segexp.outbox import RESOLVED_CONFIG, RUN_FILE, TRACKING_DIR
-from segexp.store import check_store
+from segexp.tracking.run_folder import RESOLVED_CONFIG, RUN_FILE, TRACKING_DIR
+from segexp.tracking.store import check_store
 
 # Overrides that may come with resume=: where the store is, and Hydra's own settings.
 ALLOWED_WITH_RESUME = ("resume", "tracking.uri", "hydra.")
@@ -74,7 +74,3 @@ def check_overrides(overrides: list[str]) -> None:
             f"resume= continues a run with its own config; these overrides are not allowed "
             f"with it: {' '.join(changed)} (only tracking.uri and hydra.* are)"
         )
-
-
-def resume_command(output_dir: Path) -> str:
-    return f"python -m segexp.train resume={output_dir}"

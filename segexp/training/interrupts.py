@@ -8,13 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-
-class Interrupted(Exception):
-    """Training stopped on a signal after saving its state; `exit_code` is 128 + the signal."""
-
-    def __init__(self, signal_name: str, exit_code: int, where: str) -> None:
-        super().__init__(f"{signal_name}: training stopped {where}")
-        self.signal_name, self.exit_code, self.where = signal_name, exit_code, where
+from segexp.errors import Interrupted
 
 
 class StopRequest:

@@ -21,7 +21,7 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
         import keras
 
         import segexp.models.layers  # noqa: F401  registers segexp's layers for loading
-        from segexp.inference import Predictor
+        from segexp.inference.predictor import Predictor
 
         config = context.model_config
         model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)

@@ -11,12 +11,10 @@ Imports no TensorFlow (a model record imports it when it is sent).
 
 import json
 import os
-import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,57 +22,14 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from segexp import atomic
-from segexp.errors import SegexpError
-from segexp.store import is_locked
+from segexp.tracking.run_folder import TRACKING_DIR, RunLink
+from segexp.tracking.store import is_locked
 
-TRACKING_DIR = "tracking"  # under the run's output folder
-RUN_FILE = "run.json"  # which store and run the folder belongs to
-RESOLVED_CONFIG = "config/resolved.yaml"  # artifact (and file under tracking/files/) of the config
 MAX_BATCH = 100  # MLflow's limit on params (and a safe number of metrics) per log_batch
 QUICK_HTTP = {  # while sending: fail fast instead of MLflow's minutes of retries
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
-
-
-@dataclass(frozen=True)
-class RunLink:
-    """Which MLflow store and run an output folder logs to (tracking/run.json)."""
-
-    tracking_uri: str
-    experiment_id: str
-    run_id: str
-    pid: int = 0  # the training process that last opened the run, and its host
-    host: str = ""
-    started_ms: int = 0  # when the run was created: the timestamp of once-per-run metrics
-
-    def process_gone(self) -> bool:
-        """Whether the training process that last ran this folder is dead (same host only)."""
-        if not self.pid or self.host != socket.gethostname():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-
-    def save(self, output_dir: Path) -> None:
-        atomic.write_text(
-            output_dir / TRACKING_DIR / RUN_FILE, json.dumps(self.__dict__, indent=2) + "\n"
-        )
-
-    @classmethod
-    def load(cls, output_dir: Path) -> "RunLink":
-        path = output_dir / TRACKING_DIR / RUN_FILE
-        if not path.is_file():
-            raise SegexpError(f"{output_dir} is not a segexp run folder: {path} does not exist")
-        return cls(**json.loads(path.read_text()))
-
-
-class StoreUnavailable(Exception):
-    """The store could not take a record now (server down, database locked); try again later."""
 
 
 @contextmanager
@@ -105,12 +60,23 @@ def store_is_down(uri: str, err: BaseException) -> bool:
     return False
 
 
-class Outbox:
-    """The journal of one run: `record_*` writes a record to disk, `flush` sends what waits."""
+# (the run's link, the Keras checkpoint, the model config) -> the model logged to the run
+ModelSender = Callable[[RunLink, Path, Mapping[str, Any]], None]
 
-    def __init__(self, output_dir: Path, link: RunLink) -> None:
+
+class Outbox:
+    """The journal of one run: `record_*` writes a record to disk, `flush` sends what waits.
+
+    `send_model` logs a model record (segexp.inference.pyfunc.log_segmentation_model, given by
+    the caller so that tracking does not depend on the model code above it).
+    """
+
+    def __init__(
+        self, output_dir: Path, link: RunLink, send_model: ModelSender | None = None
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.link = link
+        self.send_model = send_model
         self.folder = self.output_dir / TRACKING_DIR / "outbox"
         self.files = self.output_dir / TRACKING_DIR / "files"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -276,6 +242,6 @@ class Outbox:
         )
         if any(m.name == "model" for m in existing):
             return
-        from segexp.tracking import log_segmentation_model  # imports TensorFlow
-
-        log_segmentation_model(self.link, checkpoint, config)
+        if self.send_model is None:
+            raise RuntimeError("this outbox was opened without a model sender")
+        self.send_model(self.link, checkpoint, config)

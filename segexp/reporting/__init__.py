@@ -1,0 +1,2 @@
+"""Reporting: matplotlib figures (learning curves, predictions, confusion matrix, class
+histogram). Imports nothing of segexp."""

@@ -1,0 +1,56 @@
+"""What a run's output folder holds for tracking: which store and run it logs to
+(tracking/run.json) and where the resolved config is kept (what resume and segexp.sync read)."""
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from segexp import atomic
+from segexp.errors import SegexpError
+
+TRACKING_DIR = "tracking"  # under the run's output folder
+RUN_FILE = "run.json"  # which store and run the folder belongs to
+RESOLVED_CONFIG = "config/resolved.yaml"  # artifact (and file under tracking/files/) of the config
+
+
+@dataclass(frozen=True)
+class RunLink:
+    """Which MLflow store and run an output folder logs to (tracking/run.json)."""
+
+    tracking_uri: str
+    experiment_id: str
+    run_id: str
+    pid: int = 0  # the training process that last opened the run, and its host
+    host: str = ""
+    started_ms: int = 0  # when the run was created: the timestamp of once-per-run metrics
+
+    def process_gone(self) -> bool:
+        """Whether the training process that last ran this folder is dead (same host only)."""
+        if not self.pid or self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def save(self, output_dir: Path) -> None:
+        atomic.write_text(
+            output_dir / TRACKING_DIR / RUN_FILE, json.dumps(self.__dict__, indent=2) + "\n"
+        )
+
+    @classmethod
+    def load(cls, output_dir: Path) -> "RunLink":
+        path = output_dir / TRACKING_DIR / RUN_FILE
+        if not path.is_file():
+            raise SegexpError(f"{output_dir} is not a segexp run folder: {path} does not exist")
+        return cls(**json.loads(path.read_text()))
+
+
+def resume_command(output_dir: Path) -> str:
+    """The command that continues the run of `output_dir` from its saved state."""
+    return f"python -m segexp.train resume={output_dir}"

@@ -1,0 +1,273 @@
+"""One training job from a validated config, inside its MLflow run: the composition root of
+segexp (config -> dataset -> tf.data pipeline -> model -> fit -> tracking); its pieces live in
+setup (data, strategy), build (model, loss, optimizer), loop and callbacks (fit)."""
+
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+from omegaconf import DictConfig, OmegaConf
+
+from segexp.data.checks import dataset_digest
+from segexp.data.pipeline import make_dataset
+from segexp.evaluation.baseline import Baseline, majority_class_baseline
+from segexp.evaluation.evaluator import Evaluator
+from segexp.inference.pyfunc import log_segmentation_model, model_card
+from segexp.reporting import plots
+from segexp.tracking import records
+from segexp.tracking.outbox import Outbox
+from segexp.tracking.run import finishing, open_run, reopen_run
+from segexp.tracking.run_folder import RunLink
+from segexp.tracking.store import check_store, ensure_experiment, resolve_tracking_uri
+from segexp.tracking.summary import BASELINE_METRIC, TRIVIAL_TAG
+from segexp.training.build import build_compiled_model
+from segexp.training.callbacks import (
+    Coordination,
+    EpochListener,
+    RecomputeBatchNorm,
+    Validation,
+)
+from segexp.training.distribute import (
+    Workers,
+    any_worker,
+    fit_ready_for_multi_worker,
+    is_multi_worker,
+    workers_of,
+)
+from segexp.training.interrupts import stop_on_signals
+from segexp.training.loop import TrainResult, fit
+from segexp.training.monitor import Watch, early_stop, watched_metrics
+from segexp.training.setup import Job, clear_failures, prepare_job
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What `run_training` reports back to the command line and to a sweeper."""
+
+    run_id: str | None  # None on a non-chief worker of a multi-worker job
+    tracking_uri: str | None
+    train: TrainResult
+    workers: Workers = Workers()
+    baseline: Baseline | None = None  # None on a non-chief worker
+
+
+def validation(job: Job) -> Validation:
+    """The after-epoch validation: the Evaluator on the val split, at each image's own size."""
+    cfg = job.cfg
+    evaluator = Evaluator(
+        job.dataset.split("val"),
+        job.dataset,
+        batch_size=cfg.trainer.batch_size,
+        skip_corrupt=bool(cfg.dataset.skip_corrupt),
+        problems=job.problems,
+        cache=job.cache,
+    )
+    return Validation(
+        evaluator,
+        input_size=cfg.image_size,
+        size_multiple=cfg.backbone.output_stride,
+        in_logs=[m for m in watched_metrics(cfg) if m.startswith("val/iou/")],
+    )
+
+
+def before_validation(job: Job) -> list[keras.callbacks.Callback]:
+    """Precise BatchNorm over the epoch's first batchnorm.precise_batches (none when 0)."""
+    count = job.cfg.batchnorm.precise_batches
+    if not count:
+        return []
+    batch = job.cfg.trainer.batch_size
+    return [RecomputeBatchNorm(lambda epoch: job.epoch_batches(epoch, 0, batch), count)]
+
+
+def train_job(
+    job: Job,
+    listeners: list[EpochListener],
+    resume: bool,
+    log_model: Callable[[keras.Model], None] | None = None,
+) -> tuple[keras.Model, TrainResult]:
+    """Seed, build the model and train it under the job's strategy; each worker of a
+    multi-worker job reads its own shard of the files and only the chief writes checkpoints."""
+    cfg, strategy = job.cfg, job.strategy
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    if cfg.trainer.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    multi_worker = is_multi_worker(strategy)
+    after_epoch = validation(job)
+    precise = before_validation(job)
+    model = build_compiled_model(cfg, job.dataset, job.histograms, job.steps_per_epoch, strategy)
+    if log_model is not None:
+        log_model(model)
+    if multi_worker:
+        fit_ready_for_multi_worker(model, strategy)
+    coordination = Coordination(agree=any_worker(strategy), mid_epoch_stops=not multi_worker)
+    scope = strategy.scope() if multi_worker else contextlib.nullcontext()
+    with scope, stop_on_signals() as stop, _write_dir(job.workers.chief) as write_dir:
+        result = fit(
+            model,
+            job.train_batches,
+            job.steps_per_epoch,
+            after_epoch,
+            epochs=cfg.trainer.epochs,
+            checkpoint_dir=Path(cfg.trainer.checkpoint_dir),
+            stop=stop,
+            listeners=listeners,
+            verbose=cfg.trainer.verbose,
+            best=Watch(cfg.trainer.best.monitor, cfg.trainer.best.mode),
+            early_stop=early_stop(cfg),
+            resume=resume,
+            coordination=coordination,
+            write_dir=write_dir,
+            before_validation=precise,
+        )
+    return model, result
+
+
+@contextlib.contextmanager
+def _write_dir(chief: bool) -> Iterator[Path | None]:
+    """None (the run's checkpoint folder) for the chief; a scratch folder, removed afterwards,
+    for the other workers of a multi-worker job (they must save too, but their files are not
+    the run's)."""
+    if chief:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="segexp-worker-") as scratch:
+        yield Path(scratch)
+
+
+def check_tracking(cfg: DictConfig, resume: bool) -> str | None:
+    """Fail in seconds, naming the URI, when the store cannot be used (before any heavy work).
+    Returns the experiment's id for a new run, None when resuming the output folder's run."""
+    if resume:
+        check_store(RunLink.load(Path(cfg.paths.output_dir)).tracking_uri)
+        return None
+    uri = resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
+    check_store(uri)
+    return ensure_experiment(uri, cfg.tracking.experiment)
+
+
+def open_job_run(
+    cfg: DictConfig, run_name: str | None, parent_run_id: str | None, experiment_id: str | None
+) -> Outbox:
+    """A new MLflow run for the job in `experiment_id`, or without one (resume) the output
+    folder's run, RUNNING again; its outbox logs the model as a pyfunc model."""
+    output_dir = Path(cfg.paths.output_dir)
+    if experiment_id is None:
+        return reopen_run(output_dir, log_segmentation_model)
+    uri = resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
+    tags = records.run_tags(cfg.dataset.name, output_dir)
+    return open_run(
+        uri, experiment_id, cfg.tracking.run_name or run_name, tags, output_dir, parent_run_id,
+        log_segmentation_model,
+    )  # fmt: skip
+
+
+def log_run_start(outbox: Outbox, job: Job) -> Baseline:
+    """Params, resolved config, dataset inputs and histogram, the trivial baseline (returned)
+    and the replica layout, sent before the first epoch."""
+    cfg, dataset = job.cfg, job.dataset
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    records.log_config(outbox, resolved)
+    records.log_resolved_config(outbox, resolved)
+    records.log_dataset(outbox, dataset, dataset_digest(dataset), job.histograms)
+    baseline = majority_class_baseline(dataset, job.histograms)
+    outbox.metrics(  # the run's start time: logged again on resume, it is not doubled
+        {BASELINE_METRIC: baseline.mean_iou}, step=0, timestamp=outbox.link.started_ms
+    )
+    records.log_figure(
+        outbox,
+        plots.class_histogram(dataset.class_names, job.histograms, dataset.colormap),
+        "data/class_histogram.png",
+    )
+    outbox.params(
+        {
+            "trainer.replicas": job.strategy.num_replicas_in_sync,
+            "trainer.per_replica_batch": job.per_replica_batch,
+            "trainer.workers": job.workers.count,
+        }
+    )
+    outbox.flush()
+    return baseline
+
+
+def log_figures(outbox: Outbox, model: keras.Model, job: Job, result: TrainResult) -> None:
+    """Learning curves, and the first tracking.num_prediction_samples val images with truth and
+    prediction overlaid."""
+    cfg, dataset = job.cfg, job.dataset
+    records.log_figure(outbox, plots.learning_curves(result.history), "plots/learning_curves.png")
+    val_data = make_dataset(
+        dataset.split("val"), dataset, cfg.image_size, cfg.trainer.batch_size,
+        training=False, seed=cfg.trainer.seed, skip_corrupt=bool(cfg.dataset.skip_corrupt),
+        problems=job.problems, cache=job.cache,
+    )  # fmt: skip
+    samples = cfg.tracking.num_prediction_samples
+    images, labels = next(iter(val_data.unbatch().batch(samples)))
+    predicted = keras.ops.convert_to_numpy(keras.ops.argmax(model(images), axis=-1))
+    figure = plots.prediction_figure(
+        images.numpy(),
+        labels.numpy(),
+        predicted,
+        dataset.colormap,
+        dataset.class_names,
+        dataset.ignore_index,
+    )
+    records.log_figure(outbox, figure, "plots/val_predictions.png")
+
+
+def log_run_end(outbox: Outbox, job: Job, result: TrainResult, baseline: Baseline) -> None:
+    """Whether the model beat the trivial baseline, the best checkpoint and .hydra/, the model."""
+    cfg = job.cfg
+    trivial = not baseline.beaten_by(result.best_val_mean_iou)
+    outbox.tags({TRIVIAL_TAG: str(trivial).lower()})
+    records.log_files(outbox, result.best_checkpoint, Path(cfg.paths.output_dir) / ".hydra")
+    if cfg.tracking.log_model:
+        outbox.model(result.last_checkpoint, model_card(cfg, job.dataset))
+
+
+def run_training(
+    cfg: DictConfig,
+    run_name: str | None,
+    parent_run_id: str | None = None,
+    resume: bool = False,
+) -> JobResult:
+    """Train one configuration inside one MLflow run; the run ends FINISHED, KILLED (SIGINT,
+    SIGTERM: the state is saved) or FAILED. With `resume`, continue the run of the output
+    folder from its saved state. A non-chief worker of a multi-worker job trains its share and
+    logs nothing (run_id None): its chief logs the run."""
+    workers = workers_of(cfg.trainer.strategy)
+    if not workers.chief:
+        job = prepare_job(cfg, workers)
+        _, result = clear_failures(job, lambda: train_job(job, [], resume))
+        return JobResult(run_id=None, tracking_uri=None, train=result, workers=workers)
+
+    experiment_id = check_tracking(cfg, resume)
+    job = prepare_job(cfg, workers)
+    outbox = open_job_run(cfg, run_name, parent_run_id, experiment_id)
+    with finishing(outbox, cfg.tracking.retry_timeout_s):
+        baseline = log_run_start(outbox, job)
+
+        def train_and_show() -> tuple[keras.Model, TrainResult]:
+            model, result = train_job(
+                job,
+                [records.EpochLogger(outbox)],
+                resume,
+                log_model=lambda m: records.log_model_size(outbox, m),
+            )
+            log_figures(outbox, model, job, result)
+            return model, result
+
+        try:
+            _, result = clear_failures(job, train_and_show)
+        finally:
+            records.log_skipped_files(outbox, job.problems.skipped)
+        log_run_end(outbox, job, result, baseline)
+    return JobResult(
+        run_id=outbox.link.run_id,
+        tracking_uri=outbox.link.tracking_uri,
+        train=result,
+        workers=workers,
+        baseline=baseline,
+    )

@@ -1,0 +1,136 @@
+"""Fit a compiled model one epoch at a time (one Keras fit call per epoch, so a resumed run sees
+the same batches), keeping the best and last checkpoints and a resumable training state; the
+work at step and epoch boundaries is in segexp.training.callbacks."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from segexp.errors import SegexpError
+from segexp.training.callbacks import (
+    Coordination,
+    EpochBatches,
+    EpochListener,
+    Validation,
+    _build_metrics,
+    _end_epoch_without_steps,
+    _EpochEnd,
+    _EpochProgbar,
+    _Run,
+    _StepGuard,
+)
+from segexp.training.interrupts import StopRequest
+from segexp.training.monitor import MEAN_IOU, EarlyStop, Watch
+from segexp.training.state import Progress, has_state, load_state
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished fit leaves behind."""
+
+    history: dict[str, list[float]]  # Keras log name -> one value per epoch
+    best_epoch: int  # 1-based, by the checkpoint's watched metric
+    best_value: float  # that metric at best_epoch
+    best_val_mean_iou: float  # the highest val mean IoU of any epoch (what sweepers optimize)
+    best_checkpoint: Path
+    last_checkpoint: Path
+    epochs_run: int
+    stopped_early: bool = False
+
+
+def _has_batches(data: "tf.data.Dataset | tf.distribute.DistributedDataset") -> bool:
+    if not isinstance(data, tf.data.Dataset):  # per-worker pipelines: no mid-epoch stops
+        return True
+    return any(True for _ in data.take(1))
+
+
+def fit(
+    model: keras.Model, batches: EpochBatches, steps_per_epoch: int, validation: Validation,
+    epochs: int, checkpoint_dir: Path, stop: StopRequest,
+    listeners: Sequence[EpochListener] = (),
+    verbose: str | int = "auto",
+    best: Watch = Watch(),
+    early_stop: EarlyStop | None = None,
+    resume: bool = False,
+    coordination: Coordination = Coordination(),
+    write_dir: Path | None = None,
+    before_validation: Sequence[keras.callbacks.Callback] = (),
+) -> TrainResult:  # fmt: skip
+    """Train for `epochs` (fewer if early stopping fires), validating after each epoch.
+
+    With `resume`, the state in `checkpoint_dir` (if any) is restored into the compiled model
+    and training continues at the step after it; epoch `e`'s batches come from `batches(e,
+    skip)`, so a resumed epoch sees the same data in the same order. Checkpoints and the state
+    are written to `write_dir` (default: `checkpoint_dir`; a non-chief worker's scratch folder,
+    since every worker must save: saving runs collective ops); `coordination` says how this
+    process agrees with other workers on stopping; `before_validation` callbacks run at each
+    epoch end before the validation (precise BatchNorm).
+    """
+    write_dir = write_dir or checkpoint_dir
+    write_dir.mkdir(parents=True, exist_ok=True)
+    progress, metric_sums = _restored(model, batches, checkpoint_dir, resume)
+    run = _Run(
+        model, write_dir, steps_per_epoch, epochs, progress, validation, best, early_stop,
+        stop, listeners, coordination, before_validation,
+    )  # fmt: skip
+    for epoch in range(progress.epochs_done, epochs):
+        if progress.stopped_early:
+            break
+        skipped = progress.steps_done
+        data = batches(epoch, skipped)
+        if skipped and not _has_batches(data):  # stopped after the epoch's last step
+            _end_epoch_without_steps(model, run, epoch, metric_sums)
+            metric_sums = []
+            continue
+        guard = _StepGuard(run, epoch, skipped, metric_sums if skipped else [])
+        model.fit(
+            data,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            callbacks=[
+                guard,
+                *before_validation,
+                validation,
+                _EpochEnd(run),
+                _EpochProgbar(epochs),
+            ],  # fmt: skip
+            verbose=verbose,
+            shuffle=False,  # each epoch's order comes from `batches`
+        )
+        metric_sums = []
+    if not progress.epochs:
+        raise SegexpError(f"{checkpoint_dir}: the run has no finished epoch to report")
+    return _result(progress, best, run)
+
+
+def _restored(
+    model: keras.Model, batches: EpochBatches, checkpoint_dir: Path, resume: bool
+) -> tuple[Progress, list[np.ndarray]]:
+    """The saved progress and mid-epoch train-metric sums, restored into `model` (with
+    `resume` and a state in `checkpoint_dir`); else a fresh start."""
+    if not (resume and has_state(checkpoint_dir)):
+        return Progress(), []
+    loaded = load_state(checkpoint_dir, model)
+    if loaded.metric_sums and len(model.metrics_variables) != len(loaded.metric_sums):
+        _build_metrics(model, batches(loaded.progress.epochs_done, 0))
+    return loaded.progress, loaded.metric_sums
+
+
+def _result(progress: Progress, best: Watch, run: _Run) -> TrainResult:
+    """The finished fit: its history, best epoch by the watched metric, checkpoints."""
+    watched = progress.history[best.key]
+    best_index = best.best_index(watched)
+    return TrainResult(
+        history=progress.history,
+        best_epoch=best_index + 1,
+        best_value=float(watched[best_index]),
+        best_val_mean_iou=float(max(progress.history[MEAN_IOU])),
+        best_checkpoint=run.best_path,
+        last_checkpoint=run.last_path,
+        epochs_run=len(progress.epochs),
+        stopped_early=progress.stopped_early,
+    )

@@ -1,0 +1,105 @@
+"""What a training job reads and trains on, before any MLflow run opens: the strategy, the
+checked dataset and its histograms, the sample cache, and each epoch's batches."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import tensorflow as tf
+from omegaconf import DictConfig, OmegaConf
+
+from segexp.data.augment import AugmentOptions
+from segexp.data.cache import SampleCache, make_cache
+from segexp.data.dataset import SegmentationDataset
+from segexp.data.load import class_histograms, load_dataset
+from segexp.data.pipeline import FileProblems, make_dataset
+from segexp.errors import SegexpError
+from segexp.training.distribute import (
+    Workers,
+    is_multi_worker,
+    make_strategy,
+    per_replica_batch,
+    sharded_batches,
+)
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class Job:
+    """What a training job reads and trains, before any MLflow run is opened."""
+
+    cfg: DictConfig
+    dataset: SegmentationDataset
+    histograms: dict[str, np.ndarray]
+    problems: FileProblems
+    strategy: tf.distribute.Strategy
+    per_replica_batch: int  # trainer.batch_size split over the strategy's replicas
+    workers: Workers
+    cache: SampleCache | None  # dataset.cache, shared by every epoch and the validation
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.dataset.split("train")) // self.cfg.trainer.batch_size)
+
+    def epoch_batches(
+        self, epoch: int, skip: int, batch: int, shard: tuple[int, int] = (0, 1)
+    ) -> tf.data.Dataset:
+        """Epoch `epoch`'s training batches of `batch` images (this worker's `shard` of the
+        files), its first `skip` batches left out: the same ones after a resume."""
+        cfg = self.cfg
+        augment = AugmentOptions.from_config(OmegaConf.to_container(cfg.augment, resolve=True))
+        return make_dataset(
+            self.dataset.split("train"), self.dataset, cfg.image_size, batch, training=True,
+            seed=cfg.trainer.seed, augment=augment, skip_corrupt=bool(cfg.dataset.skip_corrupt),
+            problems=self.problems, epoch=epoch, skip_batches=skip, shard=shard,
+            cache=self.cache,
+        )  # fmt: skip
+
+    def train_batches(
+        self, epoch: int, skip: int
+    ) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+        """The epoch's batches as fit takes them: per worker under a multi-worker strategy."""
+        batch_size = self.cfg.trainer.batch_size
+        if is_multi_worker(self.strategy):
+            return sharded_batches(
+                self.strategy,
+                batch_size,
+                lambda batch, shard: self.epoch_batches(epoch, skip, batch, shard),
+            )
+        return self.epoch_batches(epoch, skip, batch_size)
+
+
+def prepare_job(cfg: DictConfig, workers: Workers) -> Job:
+    """The strategy (first: a multi-worker one must start before TensorFlow's runtime), the
+    dataset and its per-class histograms (a bad mask fails here, before any run)."""
+    strategy = make_strategy(cfg.trainer.strategy)
+    per_replica = per_replica_batch(cfg.trainer.batch_size, strategy, cfg.trainer.strategy)
+    dataset = load_dataset(cfg)
+    problems = FileProblems()
+    histograms = class_histograms(dataset, bool(cfg.dataset.skip_corrupt), problems)
+    cache = make_cache(cfg.dataset.cache, Path(cfg.dataset.cache_dir))
+    return Job(cfg, dataset, histograms, problems, strategy, per_replica, workers, cache)
+
+
+def clear_failures(job: Job, work: Callable[[], _T]) -> _T:
+    """Run `work`; a data file that broke the input pipeline is named (TensorFlow's own error
+    only says that a py_function failed), and a lost worker of a multi-worker job is said."""
+    try:
+        return work()
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as err:
+        if not is_multi_worker(job.strategy):
+            raise
+        raise SegexpError(
+            f"a worker of this multi-worker job stopped answering (TensorFlow: "
+            f"{type(err).__name__} in a collective op); "
+            f"the last complete epoch's state is in the chief's "
+            f"{Path(job.cfg.trainer.checkpoint_dir).name}/ folder: continue with "
+            "resume=<the chief's run folder> on every worker"
+        ) from None
+    except tf.errors.OpError:
+        if job.problems.fatal is not None:
+            raise job.problems.fatal from None
+        raise
