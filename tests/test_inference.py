@@ -59,6 +59,30 @@ def test_evaluation_runs_at_each_images_own_size(tmp_path):
     assert np.isnan(result.scores["iou"][2]), "class 2 never occurs: n/a"
 
 
+def test_evaluator_keeps_the_first_images_it_read_for_the_figure(tmp_path):
+    """Training's prediction figure comes from the validation's own reads: the split's first
+    images in order, at their own size, with the labels read and the predictions scored."""
+    rng = np.random.default_rng(4)
+    images, masks, labels = [], [], []
+    for i, (h, w) in enumerate([(20, 24), (32, 16), (24, 24)]):
+        image, label = _red_blocks(rng, h, w)
+        save_image(tmp_path / f"{i}.png", image)
+        save_mask(tmp_path / f"{i}_m.png", label)
+        images.append(tmp_path / f"{i}.png")
+        masks.append(tmp_path / f"{i}_m.png")
+        labels.append(label)
+    dataset = SegmentationDataset("t", {}, ("bg", "red", "other"), bit_palette(3))
+    split = Split(tuple(images), tuple(masks))
+    predictor = Predictor(pixel_model(), 32, 3)
+    result = Evaluator(split, dataset, batch_size=2, keep_first=2).evaluate(predictor)
+    assert [s.path for s in result.first] == images[:2]
+    for kept, label in zip(result.first, labels, strict=False):
+        np.testing.assert_array_equal(kept.label, label)
+        expected = predictor.predict([kept.image])[0].argmax(axis=-1)
+        np.testing.assert_array_equal(kept.predicted, expected)
+    assert Evaluator(split, dataset).evaluate(predictor).first == []
+
+
 def test_identity_resize_gives_exact_scores(tmp_path):
     rng = np.random.default_rng(1)
     image, label = _red_blocks(rng, 32, 32)

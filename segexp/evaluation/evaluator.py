@@ -41,6 +41,7 @@ class EvalResult:
     loss: float
     images: int
     worst: list[ScoredImage] = field(default_factory=list)
+    first: list[ScoredImage] = field(default_factory=list)  # the split's first images, in order
 
     def metrics(self, class_names: tuple[str, ...], prefix: str) -> dict[str, float]:
         """Flat metrics: PREFIX/loss, /pixel_accuracy, /mean_iou, /mean_accuracy, /mean_dice and
@@ -66,13 +67,14 @@ class Evaluator:
         problems: FileProblems | None = None,
         keep_worst: int = 0,
         cache: SampleCache | None = None,
+        keep_first: int = 0,
     ) -> None:
         self.split, self.dataset, self.batch_size = split, dataset, batch_size
         self.problems = problems or FileProblems()
         self.reader = PairReader(
             dataset.num_classes, dataset.ignore_index, skip_corrupt, self.problems, cache
         )
-        self.keep_worst = keep_worst
+        self.keep_worst, self.keep_first = keep_worst, keep_first  # images kept for figures
 
     def _read(self, pair: tuple[Path, Path]) -> tuple[Path, np.ndarray, np.ndarray] | None:
         try:
@@ -90,6 +92,7 @@ class Evaluator:
         confusion = np.zeros((n, n), np.int64)
         loss_sum, loss_pixels, count = 0.0, 0, 0
         worst: list[tuple[float, int, ScoredImage]] = []
+        first: list[ScoredImage] = []
         pairs = list(zip(self.split.images, self.split.masks, strict=True))
         with ThreadPoolExecutor(max_workers=2) as pool:
             for start in range(0, len(pairs), self.batch_size):
@@ -108,6 +111,8 @@ class Evaluator:
                     loss_pixels += int(valid.sum())
                     count += 1
                     image_iou = confusion_scores(matrix)["mean_iou"]
+                    if len(first) < self.keep_first:
+                        first.append(ScoredImage(image_iou, path, image, label, predicted))
                     if self.keep_worst and not np.isnan(image_iou):
                         scored = ScoredImage(image_iou, path, image, label, predicted)
                         # max-heap on -IoU keeps the keep_worst lowest-IoU images
@@ -122,4 +127,5 @@ class Evaluator:
             loss=loss_sum / loss_pixels if loss_pixels else float("nan"),
             images=count,
             worst=[s for _, _, s in sorted(worst, key=lambda t: -t[0])],
+            first=first,
         )

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from segexp import atomic
 from segexp.errors import SegexpError
-from segexp.evaluation.evaluator import Evaluator
+from segexp.evaluation.evaluator import EvalResult, Evaluator, ScoredImage
 from segexp.inference.predictor import Predictor
 from segexp.models.batchnorm import PreciseBatchNorm
 from segexp.training import faults
@@ -52,8 +52,10 @@ class Validation(keras.callbacks.Callback):
         self.in_logs = set(in_logs)  # per-class metrics a checkpoint or early stop watches
         self.predictor: Predictor | None = None
         self.class_metrics: dict[str, float] = {}
+        self.samples: list[ScoredImage] = []  # the last validation's kept images (figures)
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+    def evaluate(self) -> EvalResult:
+        """Score the model as it is now; keep the evaluator's first images for the figure."""
         if self.predictor is None:
             dataset = self.evaluator.dataset
             self.predictor = Predictor(
@@ -63,6 +65,11 @@ class Validation(keras.callbacks.Callback):
                 size_multiple=self.size_multiple,
             )
         result = self.evaluator.evaluate(self.predictor)
+        self.samples = result.first
+        return result
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        result = self.evaluate()
         flat = result.metrics(self.evaluator.dataset.class_names, prefix="val")
         self.class_metrics = {k: v for k, v in flat.items() if k.startswith("val/iou/")}
         if logs is not None:

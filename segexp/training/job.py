@@ -13,7 +13,6 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from segexp.data.checks import dataset_digest
-from segexp.data.pipeline import make_dataset
 from segexp.evaluation.baseline import Baseline, majority_class_baseline
 from segexp.evaluation.evaluator import Evaluator
 from segexp.inference.pyfunc import log_segmentation_model, model_card
@@ -55,8 +54,9 @@ class JobResult:
     baseline: Baseline | None = None  # None on a non-chief worker
 
 
-def validation(job: Job) -> Validation:
-    """The after-epoch validation: the Evaluator on the val split, at each image's own size."""
+def validation(job: Job, keep_first: int = 0) -> Validation:
+    """The after-epoch validation: the Evaluator on the val split, at each image's own size;
+    it keeps the split's first `keep_first` images with their predictions (for the figure)."""
     cfg = job.cfg
     evaluator = Evaluator(
         job.dataset.split("val"),
@@ -65,6 +65,7 @@ def validation(job: Job) -> Validation:
         skip_corrupt=bool(cfg.dataset.skip_corrupt),
         problems=job.problems,
         cache=job.cache,
+        keep_first=keep_first,
     )
     return Validation(
         evaluator,
@@ -88,15 +89,17 @@ def train_job(
     listeners: list[EpochListener],
     resume: bool,
     log_model: Callable[[keras.Model], None] | None = None,
+    after_epoch: Validation | None = None,
 ) -> tuple[keras.Model, TrainResult]:
-    """Seed, build the model and train it under the job's strategy; each worker of a
-    multi-worker job reads its own shard of the files and only the chief writes checkpoints."""
+    """Seed, build the model and train it under the job's strategy, validating with
+    `after_epoch` (default: `validation(job)`); each worker of a multi-worker job reads its own
+    shard of the files and only the chief writes checkpoints."""
     cfg, strategy = job.cfg, job.strategy
     keras.utils.set_random_seed(cfg.trainer.seed)
     if cfg.trainer.deterministic:
         tf.config.experimental.enable_op_determinism()
     multi_worker = is_multi_worker(strategy)
-    after_epoch = validation(job)
+    after_epoch = after_epoch or validation(job)
     precise = before_validation(job)
     model = build_compiled_model(cfg, job.dataset, job.histograms, job.steps_per_epoch, strategy)
     if log_model is not None:
@@ -193,26 +196,25 @@ def log_run_start(outbox: Outbox, job: Job) -> Baseline:
     return baseline
 
 
-def log_figures(outbox: Outbox, model: keras.Model, job: Job, result: TrainResult) -> None:
+def log_figures(
+    outbox: Outbox, model: keras.Model, job: Job, result: TrainResult, after_epoch: Validation
+) -> None:
     """Learning curves, and the first tracking.num_prediction_samples val images with truth and
-    prediction overlaid."""
-    cfg, dataset = job.cfg, job.dataset
+    prediction overlaid, as the last validation read and scored them (each at its own size)."""
+    dataset = job.dataset
     records.log_figure(outbox, plots.learning_curves(result.history), "plots/learning_curves.png")
-    val_data = make_dataset(
-        dataset.split("val"), dataset, cfg.image_size, cfg.trainer.batch_size,
-        training=False, seed=cfg.trainer.seed, skip_corrupt=bool(cfg.dataset.skip_corrupt),
-        problems=job.problems, cache=job.cache,
-    )  # fmt: skip
-    samples = cfg.tracking.num_prediction_samples
-    images, labels = next(iter(val_data.unbatch().batch(samples)))
-    predicted = keras.ops.convert_to_numpy(keras.ops.argmax(model(images), axis=-1))
+    if not after_epoch.samples:  # resumed after the last epoch: no validation ran here
+        after_epoch.set_model(model)
+        after_epoch.evaluate()
+    samples = after_epoch.samples
     figure = plots.prediction_figure(
-        images.numpy(),
-        labels.numpy(),
-        predicted,
+        [s.image for s in samples],
+        [s.label for s in samples],
+        [s.predicted for s in samples],
         dataset.colormap,
         dataset.class_names,
         dataset.ignore_index,
+        row_titles=[f"{s.path.name}: mean IoU {s.mean_iou:.3f}" for s in samples],
     )
     records.log_figure(outbox, figure, "plots/val_predictions.png")
 
@@ -250,13 +252,15 @@ def run_training(
         baseline = log_run_start(outbox, job)
 
         def train_and_show() -> tuple[keras.Model, TrainResult]:
+            after_epoch = validation(job, keep_first=cfg.tracking.num_prediction_samples)
             model, result = train_job(
                 job,
                 [records.EpochLogger(outbox)],
                 resume,
                 log_model=lambda m: records.log_model_size(outbox, m),
+                after_epoch=after_epoch,
             )
-            log_figures(outbox, model, job, result)
+            log_figures(outbox, model, job, result, after_epoch)
             return model, result
 
         try:
