@@ -79,7 +79,9 @@ def prediction_figure(
         )
         for ax, (title, panel) in zip(axes[row], panels, strict=True):
             ax.imshow(panel)
-            ax.set_title(title if row == 0 else "", fontsize="small")
+            # a row title takes the image column's place (both would overlap)
+            shown = row == 0 and not (row_titles and title == "image")
+            ax.set_title(title if shown else "", fontsize="small")
             ax.axis("off")
         if row_titles:
             axes[row][0].set_title(row_titles[row], fontsize="small", loc="left")
