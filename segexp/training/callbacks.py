@@ -104,7 +104,7 @@ class Coordination:
 
 
 @dataclass
-class _Run:
+class FitRun:
     """What the per-step and per-epoch callbacks of one fit share."""
 
     model: keras.Model
@@ -135,11 +135,11 @@ class _Run:
         return f"the last good state (after epoch {done}) is in {self.checkpoint_dir}"
 
 
-class _StepGuard(keras.callbacks.Callback):
+class StepGuard(keras.callbacks.Callback):
     """Per batch: stop on a NaN/Inf loss, take a requested interrupt at the step's end (saving
     the state), and on a resumed partial epoch add back the train metrics' earlier sums."""
 
-    def __init__(self, run: _Run, epoch: int, skipped: int, metric_sums: list[np.ndarray]):
+    def __init__(self, run: FitRun, epoch: int, skipped: int, metric_sums: list[np.ndarray]):
         super().__init__()
         self.run, self.epoch, self.skipped, self.metric_sums = run, epoch, skipped, metric_sums
 
@@ -191,11 +191,11 @@ def add_metric_sums(model: keras.Model, sums: list[np.ndarray]) -> None:
         variable.assign(variable.value + saved)  # running sums and counts add up
 
 
-class _EpochEnd(keras.callbacks.Callback):
+class EpochEnd(keras.callbacks.Callback):
     """After validation: record the epoch, write best/last checkpoints and the state (in that
     order: the state file is the commit point), tell the listeners, then honour a stop request."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: FitRun) -> None:
         super().__init__()
         self.run = run
 
@@ -233,7 +233,7 @@ class _EpochEnd(keras.callbacks.Callback):
             raise run.stop.interrupted(f"after epoch {epoch + 1}")
 
 
-class _EpochProgbar(keras.callbacks.ProgbarLogger):
+class EpochProgbar(keras.callbacks.ProgbarLogger):
     """Keras' progress bar, numbering epochs over the whole run (fit runs one epoch at a time)."""
 
     def __init__(self, epochs: int) -> None:
@@ -245,20 +245,20 @@ class _EpochProgbar(keras.callbacks.ProgbarLogger):
         self.epochs = self.total_epochs
 
 
-def _end_epoch_without_steps(
-    model: keras.Model, run: _Run, epoch: int, metric_sums: list[np.ndarray]
+def end_epoch_without_steps(
+    model: keras.Model, run: FitRun, epoch: int, metric_sums: list[np.ndarray]
 ) -> None:
     """Validate and record an epoch whose steps were all trained before an interrupt: its train
     scores are the saved sums (Keras cannot fit an epoch of no steps)."""
     model.reset_metrics()
     add_metric_sums(model, metric_sums)
     logs = _numbers(model.get_metrics_result())
-    for callback in (*run.before_validation, run.validation, _EpochEnd(run)):
+    for callback in (*run.before_validation, run.validation, EpochEnd(run)):
         callback.set_model(model)
         callback.on_epoch_end(epoch, logs)
 
 
-def _build_metrics(model: keras.Model, data: tf.data.Dataset) -> None:
+def build_metrics(model: keras.Model, data: tf.data.Dataset) -> None:
     """Create the compiled metrics' variables (Keras makes them at the first step) so saved
     sums can be added to them; fit resets their values before the epoch."""
     images, labels = next(iter(data))

@@ -14,14 +14,14 @@ from segexp.errors import SegexpError
 from segexp.training.callbacks import (
     Coordination,
     EpochBatches,
+    EpochEnd,
     EpochListener,
+    EpochProgbar,
+    FitRun,
+    StepGuard,
     Validation,
-    _build_metrics,
-    _end_epoch_without_steps,
-    _EpochEnd,
-    _EpochProgbar,
-    _Run,
-    _StepGuard,
+    build_metrics,
+    end_epoch_without_steps,
 )
 from segexp.training.interrupts import StopRequest
 from segexp.training.monitor import MEAN_IOU, EarlyStop, Watch
@@ -73,7 +73,7 @@ def fit(
     write_dir = write_dir or checkpoint_dir
     write_dir.mkdir(parents=True, exist_ok=True)
     progress, metric_sums = _restored(model, batches, checkpoint_dir, resume)
-    run = _Run(
+    run = FitRun(
         model, write_dir, steps_per_epoch, epochs, progress, validation, best, early_stop,
         stop, listeners, coordination, before_validation,
     )  # fmt: skip
@@ -83,10 +83,10 @@ def fit(
         skipped = progress.steps_done
         data = batches(epoch, skipped)
         if skipped and not _has_batches(data):  # stopped after the epoch's last step
-            _end_epoch_without_steps(model, run, epoch, metric_sums)
+            end_epoch_without_steps(model, run, epoch, metric_sums)
             metric_sums = []
             continue
-        guard = _StepGuard(run, epoch, skipped, metric_sums if skipped else [])
+        guard = StepGuard(run, epoch, skipped, metric_sums if skipped else [])
         model.fit(
             data,
             initial_epoch=epoch,
@@ -95,8 +95,8 @@ def fit(
                 guard,
                 *before_validation,
                 validation,
-                _EpochEnd(run),
-                _EpochProgbar(epochs),
+                EpochEnd(run),
+                EpochProgbar(epochs),
             ],  # fmt: skip
             verbose=verbose,
             shuffle=False,  # each epoch's order comes from `batches`
@@ -116,11 +116,11 @@ def _restored(
         return Progress(), []
     loaded = load_state(checkpoint_dir, model)
     if loaded.metric_sums and len(model.metrics_variables) != len(loaded.metric_sums):
-        _build_metrics(model, batches(loaded.progress.epochs_done, 0))
+        build_metrics(model, batches(loaded.progress.epochs_done, 0))
     return loaded.progress, loaded.metric_sums
 
 
-def _result(progress: Progress, best: Watch, run: _Run) -> TrainResult:
+def _result(progress: Progress, best: Watch, run: FitRun) -> TrainResult:
     """The finished fit: its history, best epoch by the watched metric, checkpoints."""
     watched = progress.history[best.key]
     best_index = best.best_index(watched)
