@@ -1,11 +1,11 @@
-"""`python -m segexp.accuracy [--datasets synthetic digits] [OVERRIDES]`: accuracy over time.
+"""Accuracy over time, behind `python -m segexp.accuracy`.
 
 Trains segexp's default recipe and the keras.io way (the same reference model with Keras'
 BatchNorm momentum 0.99 and no precise BatchNorm, fed by the example's pipeline: no shuffle,
 bilinear mask resize, no prefetch) on the embedded set and on the digit scenes, scores both the
 same way after every epoch (segexp's evaluator, each val image at its original size) next to the
-trivial baseline, and reports the wall time each takes to reach a stated val mean IoU. Prints
-the tables and writes docs/accuracy.md. OVERRIDES (e.g. trainer.epochs=8) apply to both.
+trivial baseline, and reports the wall time each takes to reach a stated val mean IoU, as
+the Markdown the command prints and writes to docs/accuracy.md.
 """
 
 import platform

@@ -7,8 +7,7 @@ the outbox into a scratch SQLite store, end-to-end training (pipeline + steps) s
 and the keras.io example's way (its tf.data pipeline without prefetch, same model, in a
 subprocess under TensorFlow's default CPU settings), plus time to the first training step,
 peak RSS, forward FLOPs per image (TensorFlow's profiler) and a float32 matmul's GFLOP/s as
-the machine's practical peak.
-Prints a table and writes a section of `bench.output` (docs/benchmarks.md).
+the machine's practical peak. segexp.perf.report turns them into the report.
 """
 
 import json

@@ -1,8 +1,8 @@
-"""`python -m segexp.model_table [--readme README.md]`: parameters and forward GFLOPs of every
+"""The table behind `python -m segexp.model_table`: parameters and forward GFLOPs of every
 backbone / output stride at 512x512 and 20 classes, as a Markdown table (measured, not typed).
 
 FLOPs come from TensorFlow's profiler on the frozen inference graph (segexp.perf.flops).
-With --readme, the table replaces the block between the models-table markers in that file.
+`replace_block` puts it between the models-table markers of a file (the command's --readme).
 """
 
 import re
