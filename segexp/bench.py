@@ -1,15 +1,9 @@
 """`python -m segexp.bench [overrides]`: speed and memory of the composed config on this machine.
 
-Measures, each `bench.repeats` times (min / median / max): steady-state training images/s (on
-batches already in memory, after `bench.warmup` steps), the input pipeline alone over a whole
-epoch and the same from dataset.cache=memory, evaluation, one epoch's tracking cost through
-the outbox into a scratch SQLite store, end-to-end training (pipeline + steps) segexp's way
-and the keras.io example's way (its tf.data pipeline without prefetch, same model, in a
-subprocess under TensorFlow's default CPU settings), plus time to the first training step,
-peak RSS, forward FLOPs per image (TensorFlow's profiler) and a float32 matmul's GFLOP/s as
-the machine's practical peak.
-The figures are measured in segexp.perf.measure and written by segexp.perf.report.
-Prints a table and writes a section of `bench.output` (docs/benchmarks.md).
+Every figure (training, input pipeline, evaluation, tracking cost, the keras.io way, FLOPs,
+peak RSS, matmul peak), each `bench.repeats` times, is listed and measured in
+segexp.perf.measure; segexp.perf.report writes it. Prints a table and writes a section of
+`bench.output` (docs/benchmarks.md).
 """
 
 from pathlib import Path
