@@ -1,8 +1,9 @@
 """`python -m segexp.check dataset=...`: read every file of a dataset and report what is wrong.
 
-Same config groups as training. Prints counts per split, each problem (unmatched pairs,
-unreadable files, labels outside the classes, RGB masks, size mismatches) and a per-class pixel
-histogram, writes the histogram as a bar chart, and exits 1 when it found a problem, else 0.
+Same config groups as training. Prints counts per split, each problem (unmatched pairs, names
+that are not UTF-8, unreadable or too large files, labels outside the classes, RGB masks, size
+mismatches, a split without any class label) and a per-class pixel histogram, writes the
+histogram as a bar chart, and exits 1 when it found a problem, else 0.
 """
 
 import sys

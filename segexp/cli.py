@@ -9,7 +9,12 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 
 from segexp.config import CONFIG_DIR
-from segexp.config.overrides import check_group_choices, check_keys
+from segexp.config.overrides import (
+    check_group_choices,
+    check_keys,
+    check_yaml_files,
+    extra_config_dirs,
+)
 from segexp.errors import SegexpError
 
 
@@ -57,13 +62,16 @@ def overridden(prefix: str) -> bool:
 
 
 def run_app(main: Callable[[], object], config_name: str) -> None:
-    """Reject unknown group options and unknown keys in one line, then hand over to the Hydra
-    app `main` (composed from conf/<config_name>.yaml)."""
+    """Reject unknown group options, unknown keys and YAML errors in --config-dir files in one
+    line, then hand over to the Hydra app `main` (composed from conf/<config_name>.yaml). With
+    --config-path (another primary config folder) Hydra checks alone."""
     args = sys.argv[1:]
-    if not any(a.startswith(("--config-dir", "-cd", "--config-path", "-cp")) for a in args):
+    if not any(a.startswith(("--config-path", "-cp")) for a in args):
         try:
-            check_group_choices(args, CONFIG_DIR)
-            check_keys(args, CONFIG_DIR, config_name)
+            extra = extra_config_dirs(args)
+            check_yaml_files(extra)
+            check_group_choices(args, CONFIG_DIR, extra)
+            check_keys(args, CONFIG_DIR, config_name, extra)
         except SegexpError as err:
             raise SystemExit(error_lines(err)) from None
     main()

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
     try:
-        check_store(uri)
+        check_store(uri, writable=False)  # compare only reads
     except SegexpError as err:  # names the URI
         raise SystemExit(f"error: {err}") from None
     client = MlflowClient(uri)

@@ -16,3 +16,20 @@ class Interrupted(Exception):
     def __init__(self, signal_name: str, exit_code: int, where: str) -> None:
         super().__init__(f"{signal_name}: training stopped {where}")
         self.signal_name, self.exit_code, self.where = signal_name, exit_code, where
+
+
+def signal_behind(err: BaseException | None) -> BaseException | None:
+    """The signal (Interrupted, Ctrl-C's KeyboardInterrupt) behind `err`, also when a library
+    (TensorFlow while tracing) wrapped it in an error of its own; None when there is none."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (Interrupted, KeyboardInterrupt)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def caused_by_signal(err: BaseException | None) -> bool:
+    """Whether a signal is behind `err` (see signal_behind)."""
+    return signal_behind(err) is not None

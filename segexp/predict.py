@@ -1,10 +1,13 @@
 """`python -m segexp.predict model=... input=FILE_OR_DIR output=DIR`: label maps for images.
 
 For each image (any size) it writes <stem>_label.png (class ids), <stem>_color.png (the label
-map in the class colors) and <stem>_overlay.png (image 0.35 + colors 0.65, with a legend).
+map in the class colors) and <stem>_overlay.png (image 0.35 + colors 0.65, with a legend). An
+image that cannot be read gets one `error:` line and the rest go on; the exit status is then 1.
 """
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
@@ -38,38 +41,72 @@ def save_label_map(path: Path, labels: np.ndarray) -> None:
     Image.fromarray(labels.astype(dtype)).save(path)
 
 
+def _readable(path: Path) -> np.ndarray | None:
+    """The image at `path`, or None after an `error: <file>: ...` line saying why not."""
+    from segexp.data.files import DataFileError, read_image
+    from segexp.data.layout import bad_name_detail, printable, utf8_name
+
+    try:
+        if not utf8_name(path):
+            raise DataFileError(printable(path), "bad_name", bad_name_detail(path))
+        return read_image(path)
+    except DataFileError as err:
+        if sys.stdout.isatty():  # end the progress bar's line first
+            print(flush=True)
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return None
+
+
+def _labels_and_size(cfg: DictConfig, loaded: Any, num_classes: int) -> tuple[dict, int]:
+    """Class names, colors and flip pairs, and the input size: the logged model's own, or for a
+    bare checkpoint the dataset group's and image_size."""
+    from segexp.data.palettes import resolve_colormap
+
+    if loaded.config:
+        return loaded.label_set(), int(loaded.config["image_size"])
+    names = cfg.dataset.class_names or [f"class_{i}" for i in range(num_classes)]
+    colormap = cfg.dataset.colormap  # a palette name, a list of colors, or null
+    if OmegaConf.is_config(colormap):
+        colormap = OmegaConf.to_container(colormap)
+    labels = {
+        "class_names": tuple(names),
+        "colormap": resolve_colormap(colormap, num_classes),
+        "flip_pairs": tuple(tuple(p) for p in cfg.dataset.flip_pairs),
+    }
+    return labels, cfg.image_size
+
+
+def _write(output: Path, stem: str, image: np.ndarray, predicted: np.ndarray, labels: dict) -> None:
+    """<stem>_label.png, <stem>_color.png and <stem>_overlay.png of one prediction."""
+    from PIL import Image
+
+    from segexp.reporting import plots
+
+    save_label_map(output / f"{stem}_label.png", predicted)
+    colors = plots.colorize(predicted, labels["colormap"])
+    Image.fromarray(colors).save(output / f"{stem}_color.png")
+    figure = plots.overlay_figure(image, predicted, labels["colormap"], labels["class_names"])
+    figure.savefig(output / f"{stem}_overlay.png", dpi=100)
+
+
 def predict(cfg: DictConfig) -> int:
-    """Write the three files per input image; return how many images were done."""
+    """Write the three files per input image; return how many images were done. An image that
+    cannot be read is named on stderr and skipped; the call then fails at the end, counting them."""
     validate_config(cfg)
     validate_inference_config(cfg, ("model", "input", "output", "tta"))
     configure_tensorflow_env()
     import keras
     import mlflow
-    from PIL import Image
 
-    from segexp.data.files import read_image
-    from segexp.data.palettes import resolve_colormap
     from segexp.inference.model_source import load_model
     from segexp.inference.predictor import Predictor, TTAOptions
-    from segexp.reporting import plots
     from segexp.tracking.store import resolve_tracking_uri
 
     files = input_files(Path(cfg.input))
     mlflow.set_tracking_uri(resolve_tracking_uri(cfg.tracking.uri, Path.cwd()))
     loaded = load_model(str(cfg.model))
     num_classes = int(loaded.keras_model.output_shape[-1])
-    if loaded.config:
-        labels = loaded.label_set()
-        image_size = int(loaded.config["image_size"])
-    else:  # a bare checkpoint: the dataset group describes its classes
-        names = cfg.dataset.class_names or [f"class_{i}" for i in range(num_classes)]
-        colormap = OmegaConf.to_container(cfg.dataset.colormap) if cfg.dataset.colormap else None
-        labels = {
-            "class_names": tuple(names),
-            "colormap": resolve_colormap(colormap, num_classes),
-            "flip_pairs": tuple(tuple(p) for p in cfg.dataset.flip_pairs),
-        }
-        image_size = cfg.image_size
+    labels, image_size = _labels_and_size(cfg, loaded, num_classes)
     predictor = Predictor(
         loaded.keras_model,
         image_size,
@@ -81,17 +118,23 @@ def predict(cfg: DictConfig) -> int:
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     progress = keras.utils.Progbar(len(files), unit_name="image")
+    failed = 0
     for done, path in enumerate(files, start=1):
-        image = read_image(path)
+        image = _readable(path)
+        if image is None:
+            failed += 1
+            continue
         predicted = predictor.predict([image])[0].argmax(axis=-1)
-        save_label_map(output / f"{path.stem}_label.png", predicted)
-        colors = plots.colorize(predicted, labels["colormap"])
-        Image.fromarray(colors).save(output / f"{path.stem}_color.png")
-        figure = plots.overlay_figure(image, predicted, labels["colormap"], labels["class_names"])
-        figure.savefig(output / f"{path.stem}_overlay.png", dpi=100)
+        _write(output, path.stem, image, predicted, labels)
         progress.update(done)
-    print(f"wrote {3 * len(files)} files for {len(files)} image(s) to {output}")
-    return len(files)
+    written = len(files) - failed
+    print(f"wrote {3 * written} files for {written} image(s) to {output}")
+    if failed:
+        raise SegexpError(
+            f"{failed} of {len(files)} image(s) could not be read (named above); "
+            f"the other {written} were written to {output}"
+        )
+    return written
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")

@@ -3,6 +3,7 @@
 This module imports no TensorFlow at import time, so `--cfg job` and config errors are fast.
 """
 
+import errno
 import sys
 from pathlib import Path
 
@@ -13,12 +14,20 @@ from omegaconf import DictConfig, OmegaConf
 from segexp.cli import configure_tensorflow_env, error_lines, run_app
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.warnings import config_warnings
-from segexp.errors import SegexpError
+from segexp.errors import SegexpError, caused_by_signal, signal_behind
 from segexp.tracking.run_folder import resume_command
-from segexp.tracking.store import resolve_tracking_uri
+from segexp.tracking.store import check_store, resolve_tracking_uri
 from segexp.tracking.sweep import parent_run_id
-from segexp.training.resume import check_overrides, find_run_folder, resumed_config
+from segexp.training.interrupts import signals_end_the_command
+from segexp.training.resume import (
+    check_overrides,
+    find_run_folder,
+    refuse_finished,
+    resumed_config,
+)
 
+# Write errors that are the machine's, not the code's: one line and the resume command.
+_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 # Overrides that say where things go, not what is trained: left out of the run name.
 _NOT_IN_RUN_NAME = ("tracking.", "paths.", "hydra.")
 
@@ -37,6 +46,8 @@ def resume_target(cfg: DictConfig) -> tuple[DictConfig, bool]:
     check_overrides(list(HydraConfig.get().overrides.task))
     uri = resolve_tracking_uri(OmegaConf.select(cfg, "tracking.uri"), Path.cwd())
     folder = find_run_folder(str(target), uri)
+    if not OmegaConf.select(cfg, "resume_finished", default=False):
+        refuse_finished(folder, str(target))
     return resumed_config(folder, str(target)), True
 
 
@@ -44,6 +55,8 @@ def train(cfg: DictConfig) -> float:
     """Validate, train and log one run; return its best val mean IoU (what sweepers optimize)."""
     cfg, resume = resume_target(cfg)
     validate_config(cfg)
+    if not resume and cfg.trainer.strategy != "multi_worker":  # (workers may not reach it)
+        check_store(resolve_tracking_uri(cfg.tracking.uri, Path.cwd()))  # before TensorFlow
     for warning in config_warnings(cfg):
         print(f"warning: {warning}", file=sys.stderr)
     configure_tensorflow_env()
@@ -52,15 +65,22 @@ def train(cfg: DictConfig) -> float:
     from segexp.training.job import run_training  # imports TensorFlow
 
     run_name = run_name_from_overrides(list(HydraConfig.get().overrides.task))
+    output_dir = Path(cfg.paths.output_dir)
     try:
-        job = run_training(cfg, run_name, parent_run_id(), resume=resume)
-    except Interrupted as stop:
-        print(
-            f"\nsegexp: {stop}; the run is marked KILLED and its state is saved.\n"
-            f"  to continue it: {resume_command(Path(cfg.paths.output_dir))}",
-            file=sys.stderr,
-        )
-        raise SystemExit(stop.exit_code) from None
+        with signals_end_the_command():
+            job = run_training(cfg, run_name, parent_run_id(), resume=resume)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        raise SystemExit(_stopped(stop, output_dir)) from None
+    except Exception as err:
+        if caused_by_signal(err):
+            raise SystemExit(_stopped(err, output_dir)) from None
+        if not isinstance(err, OSError) or err.errno not in _FULL_OR_READ_ONLY:
+            raise
+        raise SegexpError(
+            f"{err.filename or output_dir}: {err.strerror}: the run is marked FAILED; what was "
+            f"saved before is kept. Free space (or make it writable), then continue with: "
+            f"{resume_command(output_dir)}"
+        ) from None
     best = job.train
     if job.run_id is None:
         print(
@@ -80,6 +100,28 @@ def train(cfg: DictConfig) -> float:
     if not job.baseline.beaten_by(best.best_val_mean_iou):
         print(f"  {job.baseline.warning(best.best_val_mean_iou)}")
     return best.best_val_mean_iou
+
+
+def _stopped(stop: BaseException, output_dir: Path) -> int:
+    """Say where a signal stopped the command; returns the exit code (128 + the signal)."""
+    from segexp.errors import Interrupted
+    from segexp.tracking.run_folder import RUN_FILE, TRACKING_DIR
+
+    stop = signal_behind(stop) or stop
+    if isinstance(stop, Interrupted):
+        text, code = str(stop), stop.exit_code
+    else:  # a second Ctrl-C, or one outside training: Python's KeyboardInterrupt
+        text, code = "SIGINT: stopped at once", 130
+    if (output_dir / TRACKING_DIR / RUN_FILE).is_file():
+        print(
+            f"\nsegexp: {text}; the run is marked KILLED and its state is saved.\n"
+            f"  to continue it: {resume_command(output_dir)}",
+            file=sys.stderr,
+        )
+    else:
+        print(f"\nsegexp: {text}; no MLflow run was opened yet, nothing was logged",
+              file=sys.stderr)  # fmt: skip
+    return code
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

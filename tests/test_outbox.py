@@ -163,9 +163,9 @@ def test_a_run_that_ends_while_the_server_is_down_fails_with_the_sync_command(tm
     with pytest.raises(SegexpError) as caught, finishing(outbox, timeout_s=1.0):
         pass  # training finished
     assert str(caught.value) == (
-        f"tracking store http://127.0.0.1:{port} did not answer for 1 s: 2 record(s) of run "
-        f"{'0' * 32} are kept in {outbox.folder}. Send them with: python -m segexp.sync "
-        f"{outbox.output_dir}"
+        f"tracking store http://127.0.0.1:{port} could not take records for 1 s "
+        f"(MlflowException: Connection refused): 2 record(s) of run {'0' * 32} are kept in "
+        f"{outbox.folder}. Send them with: python -m segexp.sync {outbox.output_dir}"
     )
     kinds = [json.loads(p.read_text())["kind"] for p in outbox.pending()]
     assert kinds == ["metrics", "status"]

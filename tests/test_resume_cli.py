@@ -16,7 +16,7 @@ from tests.conftest import run_segexp
          "resume=0123456789abcdef0123456789abcdef: no such run in sqlite:///{tmp}/mlflow.db"),
         ("{tmp}", ["trainer.epochs=9"],
          "resume= continues a run with its own config; these overrides are not allowed with "
-         "it: trainer.epochs=9 (only tracking.uri and hydra.* are)"),
+         "it: trainer.epochs=9 (only tracking.uri, resume_finished and hydra.* are)"),
     ],
 )  # fmt: skip
 def test_bad_resume_targets_get_one_line(tmp_path, target, extra, message):

@@ -1,5 +1,6 @@
 """Config: where conf/ is, command-line override checks, every allowed value (choices), the
-validator and warnings. Imports only segexp.errors; no TensorFlow."""
+validator (with each `_target_`'s arguments, the keras optimizer table, tracking URI schemes and
+class names as metric keys) and warnings. Imports only segexp.errors; no TensorFlow."""
 
 from omegaconf import OmegaConf
 

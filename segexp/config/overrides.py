@@ -1,4 +1,5 @@
-"""Check command-line group choices (`backbone=foo`) before Hydra composes, for a one-line error."""
+"""Check command-line group choices (`backbone=foo`), keys and `--config-dir` files before Hydra
+composes, for a one-line error."""
 
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,16 +10,58 @@ from hydra.errors import OverrideParseException
 from segexp.errors import ConfigError
 
 
-def config_groups(config_dir: Path) -> dict[str, list[str]]:
-    """Map each config group folder to its option names."""
-    return {
-        group.name: sorted(p.stem for p in group.glob("*.yaml"))
-        for group in sorted(config_dir.iterdir())
-        if group.is_dir()
-    }
+def config_groups(config_dir: Path, extra_dirs: Sequence[Path] = ()) -> dict[str, list[str]]:
+    """Map each config group folder to its option names (of conf/ and the --config-dir ones)."""
+    groups: dict[str, set[str]] = {}
+    for folder in (config_dir, *extra_dirs):
+        for group in sorted(folder.iterdir()):
+            if group.is_dir():
+                groups.setdefault(group.name, set()).update(p.stem for p in group.glob("*.yaml"))
+    return {name: sorted(options) for name, options in sorted(groups.items())}
 
 
-def check_group_choices(args: Sequence[str], config_dir: Path) -> None:
+def extra_config_dirs(args: Sequence[str]) -> list[Path]:
+    """The folders of `--config-dir DIR` / `-cd DIR` (Hydra adds them to its search path)."""
+    found = []
+    for i, arg in enumerate(args):
+        flag, equals, value = arg.partition("=")
+        if flag not in ("--config-dir", "-cd"):
+            continue
+        if not equals:
+            value = args[i + 1] if i + 1 < len(args) else ""
+        folder = Path(value).absolute()
+        if not value or not folder.is_dir():
+            raise ConfigError(f"{flag} {value}: no such folder")
+        found.append(folder)
+    return found
+
+
+def check_yaml_files(folders: Sequence[Path]) -> None:
+    """Raise ConfigError naming the file and line of the first YAML syntax error in `folders`
+    (hidden folders left out; only the syntax is read, as a file may use tags of its own)."""
+    import yaml
+
+    for folder in folders:
+        for path in sorted(folder.rglob("*.yaml")):
+            if any(part.startswith(".") for part in path.relative_to(folder).parts):
+                continue
+            try:
+                for _ in yaml.compose_all(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader):
+                    pass
+            except yaml.MarkedYAMLError as err:
+                mark = err.problem_mark
+                where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                raise ConfigError(
+                    f"{path}{where}: YAML syntax error: {err.problem or err.context}; fix the "
+                    f"file in --config-dir {folder}"
+                ) from None
+            except (OSError, UnicodeDecodeError) as err:
+                raise ConfigError(f"{path}: cannot read the --config-dir file ({err})") from None
+
+
+def check_group_choices(
+    args: Sequence[str], config_dir: Path, extra_dirs: Sequence[Path] = ()
+) -> None:
     """Raise ConfigError for an override that picks an option a config group does not have."""
     candidates = [a for a in args if "=" in a and not a.startswith("-")]
     try:
@@ -26,7 +69,7 @@ def check_group_choices(args: Sequence[str], config_dir: Path) -> None:
     except OverrideParseException as err:
         first_line = str(err).strip().splitlines()[0]
         raise ConfigError(f"cannot parse override: {first_line}") from None
-    groups = config_groups(config_dir)
+    groups = config_groups(config_dir, extra_dirs)
     for override in overrides:
         group = override.key_or_group
         if group not in groups or override.is_delete() or override.package is not None:
@@ -43,16 +86,19 @@ def check_group_choices(args: Sequence[str], config_dir: Path) -> None:
                 )
 
 
-def check_keys(args: Sequence[str], config_dir: Path, config_name: str) -> None:
+def check_keys(
+    args: Sequence[str], config_dir: Path, config_name: str, extra_dirs: Sequence[Path] = ()
+) -> None:
     """Raise ConfigError for an override of a key the composed config does not have (a typo:
     `trainer.epochz=3`), instead of Hydra's multi-line message. Group choices are composed first
-    (the first value of a sweep), as they decide which keys exist."""
+    (the first value of a sweep), as they decide which keys exist; `extra_dirs` (--config-dir)
+    join the search path, as Hydra adds them."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     candidates = [a for a in args if "=" in a and not a.startswith("-")]
     overrides = OverridesParser.create().parse_overrides(candidates)
-    groups = config_groups(config_dir)
+    groups = config_groups(config_dir, extra_dirs)
     chosen, keys = [], []
     for override in overrides:
         key = override.key_or_group
@@ -69,6 +115,8 @@ def check_keys(args: Sequence[str], config_dir: Path, config_name: str) -> None:
             keys.append(key)
     if not keys:
         return
+    if extra_dirs:
+        chosen.append(f"hydra.searchpath=[{','.join(f'file://{d}' for d in extra_dirs)}]")
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=chosen)
     for key in keys:

@@ -17,16 +17,22 @@ from segexp.config.choices import (
     VAL_METRICS,
     one_of,
 )
+from segexp.config.names import check_class_names, metric_name
+from segexp.config.targets import check_targets, keras_floats
+from segexp.config.tracking_uri import scheme_problem
 from segexp.errors import ConfigError
 
 _POSITIVE_INT = "must be a positive integer"
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Raise ConfigError listing every invalid value of a composed training config."""
+    """Raise ConfigError listing every invalid value of a composed training config; a valid
+    one gets its keras optimizer's int values of float arguments written as floats."""
     c = Checker(cfg)
     _check_trainer(c)
     num_classes = _check_classes(c)
+    check_class_names(c)
+    check_targets(c)
     _check_dataset(c, num_classes)
     _check_augment(c)
     _check_recipe(c, num_classes)
@@ -35,6 +41,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_tracking(c)
     if c.problems:
         raise ConfigError("\n".join(c.problems))
+    keras_floats(cfg)
 
 
 def _check_trainer(c: Checker) -> None:
@@ -111,6 +118,9 @@ def _check_tracking(c: Checker) -> None:
         lambda v: isinstance(v, str) and v.strip() != "",
         "must be a non-empty experiment name",
     )
+    uri = OmegaConf.select(c.cfg, "tracking.uri")
+    if uri is not None and (not isinstance(uri, str) or scheme_problem(uri)):
+        c.fail("tracking.uri", uri, scheme_problem(str(uri)) or "must be null or a tracking URI")
 
 
 def _optional_count(value: object) -> bool:
@@ -201,7 +211,7 @@ def _check_recipe(c: Checker, num_classes: object) -> None:
     names = get(c.cfg, "dataset.class_names") or []
     metrics = (
         [f"val/{m}" for m in VAL_METRICS]
-        + [f"val/iou/{n}" for n in names]
+        + [f"val/iou/{metric_name(n)}" for n in names]
         + [f"train/{m}" for m in TRAIN_METRICS]
     )
     allowed = (

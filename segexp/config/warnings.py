@@ -4,12 +4,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from segexp.config.checker import is_int
 from segexp.config.choices import STANDARD_RATES
+from segexp.config.names import class_names, renamed_classes
 
 
 def config_warnings(cfg: DictConfig) -> list[str]:
     """Settings that are allowed but probably not meant: ASPP rates that do not match the output
     stride, and pretrained BatchNorm fine-tuned on batches under 8 (from random init there is
-    nothing to freeze, and precise BatchNorm keeps inference statistics exact)."""
+    nothing to freeze, and precise BatchNorm keeps inference statistics exact), and class names
+    logged under another metric key."""
     warnings = []
     stride = OmegaConf.select(cfg, "backbone.output_stride")
     rates = OmegaConf.select(cfg, "aspp.rates")
@@ -35,4 +37,4 @@ def config_warnings(cfg: DictConfig) -> list[str]:
             "batches under 8, which makes its statistics noisy; consider backbone.freeze_bn=true "
             "or a larger batch"
         )
-    return warnings
+    return warnings + renamed_classes(class_names(cfg))

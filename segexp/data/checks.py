@@ -11,11 +11,13 @@ import numpy as np
 from segexp.data.dataset import SegmentationDataset, Split
 from segexp.data.files import (
     DataFileError,
+    image_size,
     invalid_labels,
     label_counts,
     read_image,
     read_mask,
 )
+from segexp.data.layout import bad_name_detail
 
 # Finding kinds, in the order a report lists them.
 KINDS = (
@@ -23,11 +25,18 @@ KINDS = (
     "missing",
     "unmatched_image",
     "unmatched_mask",
+    "bad_name",
     "unreadable",
+    "too_large",
     "rgb_mask",
     "bad_label",
     "size_mismatch",
+    "no_labels",
 )
+# Kinds that dataset.skip_corrupt=true leaves out of training instead of failing it.
+SKIPPABLE = ("bad_name", "unreadable", "too_large")
+# How `scan_split` looks at images: decode them, read their size from the header, or not at all.
+IMAGE_READS = ("decode", "header", "none")
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,8 @@ def layout_findings(dataset: SegmentationDataset) -> list[Finding]:
             findings.append(Finding(name, "unmatched_image", path, "image has no mask"))
         for path in split.unmatched_masks:
             findings.append(Finding(name, "unmatched_mask", path, "mask has no image"))
+        for path in split.bad_names:
+            findings.append(Finding(name, "bad_name", path.parent, bad_name_detail(path)))
     return findings
 
 
@@ -74,14 +85,18 @@ def _finding(split: str, err: DataFileError) -> Finding:
 
 
 def _scan_pair(
-    split: str, image_path: Path, mask_path: Path, dataset: SegmentationDataset, images: bool
+    split: str, image_path: Path, mask_path: Path, dataset: SegmentationDataset, images: str
 ) -> tuple[np.ndarray | None, list[Finding]]:
-    """Pixel counts of one mask, and what is wrong with it (and with its image when `images`)."""
+    """Pixel counts of one mask, and what is wrong with it (and with its image, read as
+    `images` says: one of IMAGE_READS)."""
     findings: list[Finding] = []
     image_shape = None
-    if images:
+    if images != "none":
         try:
-            image_shape = read_image(image_path).shape[:2]
+            if images == "decode":
+                image_shape = read_image(image_path).shape[:2]
+            else:
+                image_shape = image_size(image_path)
         except DataFileError as err:
             findings.append(_finding(split, err))
     try:
@@ -105,17 +120,20 @@ def _scan_pair(
                 split,
                 "size_mismatch",
                 mask_path,
-                f"mask is {mask.shape[1]}x{mask.shape[0]} but {image_path.name} is "
-                f"{image_shape[1]}x{image_shape[0]}",
+                f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_path.name} is "
+                f"{image_shape[1]}x{image_shape[0]} (width x height)",
             )
         )
     return label_counts(mask, dataset.num_classes), findings
 
 
 def scan_split(
-    name: str, split: Split, dataset: SegmentationDataset, images: bool = True
+    name: str, split: Split, dataset: SegmentationDataset, images: str = "decode"
 ) -> SplitScan:
-    """Decode every mask (and image, when `images`) of a split on a thread pool."""
+    """Decode every mask of a split on a thread pool, and read its images as `images` says
+    (IMAGE_READS); a split whose masks hold no class label at all is a finding too."""
+    if images not in IMAGE_READS:
+        raise ValueError(f"images={images!r}: must be one of {', '.join(IMAGE_READS)}")
     scan = SplitScan(name, len(split), np.zeros(dataset.num_classes, np.int64))
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -127,6 +145,17 @@ def scan_split(
             if counts is not None:
                 scan.histogram += counts
             scan.findings.extend(findings)
+    if len(split) and not scan.histogram.any():
+        scan.findings.append(
+            Finding(
+                name,
+                "no_labels",
+                None,
+                f"no mask pixel holds a class label 0..{dataset.num_classes - 1}: every "
+                f"readable pixel is the ignore index {dataset.ignore_index} (or invalid), so "
+                "the split has nothing to train on or score",
+            )
+        )
     return scan
 
 

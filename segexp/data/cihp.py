@@ -47,6 +47,7 @@ def _slice(split: Split, start: int, stop: int | None, keep_unmatched: bool) -> 
         masks=split.masks[start:stop],
         unmatched_images=split.unmatched_images if keep_unmatched else (),
         unmatched_masks=split.unmatched_masks if keep_unmatched else (),
+        bad_names=split.bad_names if keep_unmatched else (),
     )
 
 

@@ -13,7 +13,8 @@ class Split:
     """Paired image and mask files of one split, in a fixed order, plus what could not be paired.
 
     `unmatched_images` / `unmatched_masks`: files found without a partner of the same stem;
-    `missing`: files a split list names that do not exist. Checks report them; training refuses.
+    `missing`: files a split list names that do not exist; `bad_names`: files left out because
+    their name is not valid UTF-8. Checks report them; training refuses (or skips `bad_names`).
     """
 
     images: tuple[Path, ...]
@@ -21,6 +22,7 @@ class Split:
     unmatched_images: tuple[Path, ...] = ()
     unmatched_masks: tuple[Path, ...] = ()
     missing: tuple[Path, ...] = ()
+    bad_names: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.masks):

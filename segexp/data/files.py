@@ -4,18 +4,35 @@ Pillow rather than TensorFlow's decoders: it tells a palette PNG's indices from 
 expands palettes to RGB), reads BMP and TIFF, and refuses truncated files instead of padding them.
 """
 
+import os
+import re
+import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from segexp.errors import SegexpError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_SUFFIXES = (".png",)
 
-# Pillow modes whose pixel values are class ids: palette indices, 8-bit and 16/32-bit gray.
-_INDEX_MODES = ("P", "L", "I;16", "I;16L", "I;16B", "I")
+# Pillow modes whose pixel values are class ids: 1-bit (0/1), palette indices, 8/16/32-bit gray.
+_INDEX_MODES = ("1", "P", "L", "I;16", "I;16L", "I;16B", "I")
+
+# Images over Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) are refused by _open as
+# "too_large"; this environment variable sets the limit in pixels (0: none). Pillow's own warning
+# for such images is hidden, since the error says it in one line.
+PIXEL_LIMIT_ENV = "SEGEXP_MAX_IMAGE_PIXELS"
+if os.environ.get(PIXEL_LIMIT_ENV, "").strip().isdigit():
+    Image.MAX_IMAGE_PIXELS = int(os.environ[PIXEL_LIMIT_ENV]) or None
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+# EXIF orientations that turn an image by 90 degrees (its width and height trade places).
+_QUARTER_TURNS = (5, 6, 7, 8)
 
 
 class DataFileError(SegexpError):
@@ -29,21 +46,65 @@ class DataFileError(SegexpError):
 class CorruptFileError(DataFileError):
     """The file is missing, unreadable, truncated or not an image at all."""
 
-    def __init__(self, path: Path, detail: str) -> None:
-        super().__init__(path, "unreadable", detail)
+    def __init__(self, path: Path, detail: str, kind: str = "unreadable") -> None:
+        super().__init__(path, kind, detail)
 
 
-def _open(path: Path) -> Image.Image:
+def _too_large(path: Path, pixels: int | None, limit: int | None) -> CorruptFileError:
+    size = f"{pixels:,} pixels" if pixels else "its size"
+    return CorruptFileError(
+        path,
+        f"{size} is over the image size limit of {limit or 0:,} pixels (Pillow's "
+        f"decompression-bomb guard; set {PIXEL_LIMIT_ENV}=<pixels> to allow larger images)",
+        kind="too_large",
+    )
+
+
+def _check_pixels(path: Path, image: Image.Image) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise _too_large(path, image.width * image.height, limit)
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn what Pillow raises for one file into a CorruptFileError naming it."""
     try:
-        image = Image.open(path)
-        image.load()  # decodes everything now, so a truncated file fails here
+        yield
+    except Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = int(found.group(1)) if found else None
+        raise _too_large(path, pixels, Image.MAX_IMAGE_PIXELS) from None
     except FileNotFoundError:
         raise CorruptFileError(path, "file does not exist") from None
     except UnidentifiedImageError:
         raise CorruptFileError(path, "not an image file Pillow can identify") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, struct.error) as err:
         raise CorruptFileError(path, f"cannot decode ({err})") from None
+
+
+def _open(path: Path) -> Image.Image:
+    """The decoded image, turned as its EXIF orientation says (as a photo viewer shows it)."""
+    with _reading(path):
+        image = Image.open(path)
+        _check_pixels(path, image)
+        image.load()  # decodes everything now, so a truncated file fails here
+        ImageOps.exif_transpose(image, in_place=True)
     return image
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of the image `read_image` returns, from the file's header alone.
+
+    Cheap: nothing is decoded (a PNG's EXIF is consulted only when it precedes the pixels).
+    """
+    with _reading(path), Image.open(path) as image:
+        _check_pixels(path, image)
+        width, height = image.size
+        exif = image.getexif() if image.format != "PNG" or "exif" in image.info else {}
+        if exif.get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
+            width, height = height, width
+    return height, width
 
 
 def read_image(path: Path) -> np.ndarray:

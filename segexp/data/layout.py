@@ -1,5 +1,6 @@
 """Find a dataset's files on disk: required folders, and image/mask pairs matched by file stem."""
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,25 @@ def require_file(path: Path, layout: str) -> Path:
     return path
 
 
+def utf8_name(path: Path) -> bool:
+    """Whether the file's name is valid UTF-8: Linux allows any bytes, TensorFlow does not."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: Path) -> Path:
+    """`path` with the bytes of a name that is not UTF-8 written as \\xNN, safe to print."""
+    return Path(os.fsencode(str(path)).decode("utf-8", "backslashreplace"))
+
+
+def bad_name_detail(path: Path) -> str:
+    """Why a file with a name that is not UTF-8 is refused, naming it by its bytes."""
+    return f"file name {os.fsencode(path.name)!r} is not valid UTF-8: rename it"
+
+
 def files_by_stem(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
     """Files directly in `folder` with one of `suffixes` (any case), keyed by stem."""
     found: dict[str, Path] = {}
@@ -49,16 +69,22 @@ def pair_by_stem(
 ) -> Split:
     """Pair images with masks of the same stem, sorted by stem; keep the first `limit` pairs.
 
-    Files without a partner are kept in the split's `unmatched_*` lists for checks to report.
+    Files without a partner are kept in the split's `unmatched_*` lists for checks to report,
+    files whose name is not UTF-8 (and their partners: the same stem) in its `bad_names`.
     """
     images = files_by_stem(image_dir, image_suffixes)
     masks = files_by_stem(mask_dir, mask_suffixes)
+    bad = [p for p in (*images.values(), *masks.values()) if not utf8_name(p)]
+    for path in bad:
+        images.pop(path.stem, None)
+        masks.pop(path.stem, None)
     stems = sorted(images.keys() & masks.keys())[:limit]
     return Split(
         images=tuple(images[s] for s in stems),
         masks=tuple(masks[s] for s in stems),
         unmatched_images=tuple(images[s] for s in sorted(images.keys() - masks.keys())),
         unmatched_masks=tuple(masks[s] for s in sorted(masks.keys() - images.keys())),
+        bad_names=tuple(bad),
     )
 
 

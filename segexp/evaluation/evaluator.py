@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segexp.config.names import metric_name
 from segexp.data.cache import SampleCache
 from segexp.data.dataset import SegmentationDataset, Split
 from segexp.data.files import CorruptFileError
@@ -45,13 +46,14 @@ class EvalResult:
 
     def metrics(self, class_names: tuple[str, ...], prefix: str) -> dict[str, float]:
         """Flat metrics: PREFIX/loss, /pixel_accuracy, /mean_iou, /mean_accuracy, /mean_dice and
-        PREFIX/iou/<class> for classes present in labels or predictions."""
+        PREFIX/iou/<class> for classes present in labels or predictions (the class name as MLflow
+        takes it in a key: segexp.config.names.metric_name)."""
         flat = {f"{prefix}/loss": self.loss}
         for key in ("pixel_accuracy", "mean_iou", "mean_accuracy", "mean_dice"):
             flat[f"{prefix}/{key}"] = float(self.scores[key])
         for name, iou in zip(class_names, self.scores["iou"], strict=True):
             if not np.isnan(iou):
-                flat[f"{prefix}/iou/{name}"] = float(iou)
+                flat[f"{prefix}/iou/{metric_name(name)}"] = float(iou)
         return flat
 
 

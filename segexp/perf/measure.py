@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from segexp.config.names import metric_name
 from segexp.data.cache import SampleCache
 from segexp.errors import ConfigError, SegexpError
 from segexp.perf.timing import fit_rate, timed
@@ -231,7 +232,7 @@ def _tracking_seconds(dataset: object, repeats: int) -> list[float]:
     names = ["train/loss", "train/pixel_accuracy", "train/mean_iou", "val/loss", "lr",
              "val/pixel_accuracy", "val/mean_iou", "val/mean_accuracy",
              "val/mean_dice"]  # fmt: skip
-    names += [f"val/iou/{c}" for c in dataset.class_names]
+    names += [f"val/iou/{metric_name(c)}" for c in dataset.class_names]
     seconds = []
     with tempfile.TemporaryDirectory() as scratch:
         uri = f"sqlite:///{scratch}/mlflow.db"

@@ -10,6 +10,7 @@ Imports no TensorFlow (a model record imports it when it is sent).
 """
 
 import json
+import logging
 import os
 import sys
 import time
@@ -22,9 +23,11 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from segexp import atomic
+from segexp.errors import caused_by_signal
 from segexp.tracking.run_folder import TRACKING_DIR, RunLink
-from segexp.tracking.store import is_locked
+from segexp.tracking.send_errors import Unsendable, describe, is_permanent
 
+UNSENT_TAG = "segexp.unsent"  # set while records MLflow refused wait in tracking/rejected/
 MAX_BATCH = 100  # MLflow's limit on params (and a safe number of metrics) per log_batch
 QUICK_HTTP = {  # while sending: fail fast instead of MLflow's minutes of retries
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
@@ -33,31 +36,23 @@ QUICK_HTTP = {  # while sending: fail fast instead of MLflow's minutes of retrie
 
 
 @contextmanager
-def _quick_http() -> Iterator[None]:
+def _sending() -> Iterator[None]:
+    """While sending: fail fast instead of MLflow's minutes of HTTP retries, and keep MLflow's
+    logged tracebacks of a broken SQLite store off the console (the outbox reports them)."""
     saved = {key: os.environ.get(key) for key in QUICK_HTTP}
     os.environ.update(QUICK_HTTP)
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    level = db_log.level
+    db_log.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
+        db_log.setLevel(level)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def store_is_down(uri: str, err: BaseException) -> bool:
-    """Whether `err` means "try later": a locked SQLite database or an unreachable server."""
-    if is_locked(err):
-        return True
-    if uri.startswith(("http://", "https://")):
-        import requests
-
-        try:
-            requests.get(uri, timeout=3)
-        except requests.RequestException:
-            return True
-    return False
 
 
 # (the run's link, the Keras checkpoint, the model config) -> the model logged to the run
@@ -79,7 +74,9 @@ class Outbox:
         self.send_model = send_model
         self.folder = self.output_dir / TRACKING_DIR / "outbox"
         self.files = self.output_dir / TRACKING_DIR / "files"
+        self.rejected_folder = self.output_dir / TRACKING_DIR / "rejected"
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.last_error: str | None = None  # why the last flush stopped, if it did
         self.client = MlflowClient(link.tracking_uri)
         self._last = 0  # name of the last record written (nanoseconds), to keep them ordered
 
@@ -129,27 +126,41 @@ class Outbox:
     def pending(self) -> list[Path]:
         return sorted(self.folder.glob("*.json"))
 
-    def flush(self) -> bool:
-        """Send the waiting records in order; stop at the first that the store cannot take now.
+    def rejected(self) -> list[Path]:
+        """Records MLflow refused (each with its error), kept in tracking/rejected/."""
+        return sorted(self.rejected_folder.glob("*.json"))
 
-        Returns True when nothing waits any more. A record the store refuses for good (not a
-        connection or lock problem) moves to tracking/rejected/ with the error, and is named.
+    def flush(self) -> bool:
+        """Send the waiting records in order; stop at the first that the store cannot take now
+        (its error is kept in `last_error`). Returns True when nothing waits any more.
+
+        A record MLflow refuses for good moves to tracking/rejected/ with the error. While any
+        record is there, the run's final status is held back with them and the run is marked
+        FAILED (tag segexp.unsent says why): `retry_rejected` and a flush send it later.
         """
-        with _quick_http():
+        self.last_error = None
+        with _sending():
             for path in self.pending():
                 record = json.loads(path.read_text())
                 try:
+                    if record["kind"] == "status" and self.rejected():
+                        self._hold_back(path, record)
+                        continue
                     self._send(record)
                 except Exception as err:  # noqa: BLE001  (MLflow raises many kinds)
-                    if store_is_down(self.link.tracking_uri, err):
+                    if caused_by_signal(err):
+                        raise
+                    if not is_permanent(err):
+                        self.last_error = describe(err)
+                        self._reconnect()
                         return False
-                    self._reject(path, err)
+                    self._set_aside(path, record, describe(err, 2000))
                     continue
                 path.unlink()
         return True
 
     def flush_or_wait(self, timeout_s: float) -> bool:
-        """Flush, retrying while the store is locked or down, for up to `timeout_s` seconds."""
+        """Flush, retrying while the store cannot take records, for up to `timeout_s` seconds."""
         deadline = time.monotonic() + timeout_s
         delay = 0.5
         while not self.flush():
@@ -159,18 +170,47 @@ class Outbox:
             delay = min(delay * 2, 10.0)
         return True
 
-    def _reject(self, path: Path, err: BaseException) -> None:
-        rejected = self.output_dir / TRACKING_DIR / "rejected"
-        rejected.mkdir(parents=True, exist_ok=True)
-        record = json.loads(path.read_text())
-        record["error"] = f"{type(err).__name__}: {err}"[:2000]
-        atomic.write_text(rejected / path.name, json.dumps(record) + "\n")
-        path.unlink()
-        print(
-            f"warning: MLflow refused {record['kind']} record {path.name} of run "
-            f"{self.link.run_id}: {record['error'][:300]} (kept in {rejected})",
-            file=sys.stderr,
+    def retry_rejected(self) -> int:
+        """Put the records MLflow refused back in the outbox (in their order) to send them
+        again, e.g. after fixing the cause; returns how many."""
+        moved = 0
+        for path in self.rejected():
+            record = json.loads(path.read_text())
+            record.pop("error", None)
+            atomic.write_text(self.folder / path.name, json.dumps(record) + "\n")
+            path.unlink()
+            moved += 1
+        return moved
+
+    def _reconnect(self) -> None:
+        """Drop the store's pooled database connections, so the next try opens the store file
+        again (one deleted or replaced and then restored is otherwise never seen)."""
+        engine = getattr(getattr(self.client._tracking_client, "store", None), "engine", None)
+        if engine is not None:
+            engine.dispose()
+
+    def _set_aside(self, path: Path, record: dict[str, Any], error: str) -> None:
+        self.rejected_folder.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(
+            self.rejected_folder / path.name, json.dumps({**record, "error": error}) + "\n"
         )
+        path.unlink()
+        if record["kind"] != "status":
+            print(
+                f"warning: MLflow refused {record['kind']} record {path.name} of run "
+                f"{self.link.run_id}: {error[:300]} (kept in {self.rejected_folder})",
+                file=sys.stderr,
+            )
+
+    def _hold_back(self, path: Path, record: dict[str, Any]) -> None:
+        """End the run FAILED, naming the refused records, and keep its real end for later."""
+        note = (
+            f"{len(self.rejected())} record(s) MLflow refused are kept in {self.rejected_folder}; "
+            f"fix the cause, then send them with: python -m segexp.sync {self.output_dir}"
+        )
+        self.client.set_tag(self.link.run_id, UNSENT_TAG, note)
+        self.client.set_terminated(self.link.run_id, "FAILED", record["end_time"])
+        self._set_aside(path, record, f"held back: {note}")
 
     def _send(self, record: dict[str, Any]) -> None:
         run_id, kind = self.link.run_id, record["kind"]
@@ -192,13 +232,15 @@ class Outbox:
             elif local.is_file():
                 self.client.log_artifact(run_id, str(local), record["artifact_path"])
             else:
-                raise FileNotFoundError(f"{local} to upload is gone")
+                raise Unsendable(f"{local} to upload is gone")
         elif kind == "inputs":
             self._send_inputs(record["datasets"])
         elif kind == "model":
             self._send_model(Path(record["checkpoint"]), record["config"])
         elif kind == "status":
             self.client.set_terminated(run_id, record["status"], record["end_time"])
+            if UNSENT_TAG in self.client.get_run(run_id).data.tags:  # sent at last
+                self.client.delete_tag(run_id, UNSENT_TAG)
         else:
             raise ValueError(f"unknown outbox record kind {kind!r}")
 
@@ -240,8 +282,11 @@ class Outbox:
         existing = self.client.search_logged_models(
             [self.link.experiment_id], filter_string=f"source_run_id = '{self.link.run_id}'"
         )
-        if any(m.name == "model" for m in existing):
+        mine = [m for m in existing if m.name == "model"]
+        if any(str(m.status) == "READY" for m in mine):
             return
+        for broken in mine:  # PENDING or FAILED: a process died or failed while logging it
+            self.client.delete_logged_model(broken.model_id)
         if self.send_model is None:
             raise RuntimeError("this outbox was opened without a model sender")
         self.send_model(self.link, checkpoint, config)

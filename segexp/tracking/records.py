@@ -15,9 +15,10 @@ import yaml
 from matplotlib.figure import Figure
 
 import segexp
+from segexp import atomic
 from segexp.data.dataset import SegmentationDataset
 from segexp.tracking.outbox import Outbox
-from segexp.tracking.run_folder import RESOLVED_CONFIG
+from segexp.tracking.run_folder import RESOLVED_CONFIG, TRACKING_DIR
 
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value's length
 MAX_PARAM_KEY = 250
@@ -43,6 +44,13 @@ def log_config(outbox: Outbox, config: Mapping[str, Any]) -> None:
     """Log the resolved config as params, one per leaf key (`resume` left out: it is how the
     run was started, not what it trains)."""
     outbox.params(flatten_params({k: v for k, v in config.items() if k != "resume"}))
+
+
+def keep_resolved_config(output_dir: Path, config: Mapping[str, Any]) -> None:
+    """Write the resolved config where `resume=` reads it, before the run is opened: a run
+    stopped at any point after it exists can be resumed."""
+    text = yaml.safe_dump(dict(config), sort_keys=False)
+    atomic.write_text(output_dir / TRACKING_DIR / "files" / RESOLVED_CONFIG, text)
 
 
 def log_resolved_config(outbox: Outbox, config: Mapping[str, Any]) -> None:
@@ -96,8 +104,9 @@ class EpochLogger:
         sent = self.outbox.flush()
         if not sent and not self.warned:
             print(
-                f"warning: tracking store {self.outbox.link.tracking_uri} is not answering; "
-                f"training goes on, records wait in {self.outbox.folder}",
+                f"warning: tracking store {self.outbox.link.tracking_uri} cannot take records "
+                f"now ({self.outbox.last_error}); training goes on, records wait in "
+                f"{self.outbox.folder}",
                 file=sys.stderr,
             )
         self.warned = not sent

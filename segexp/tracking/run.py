@@ -3,16 +3,17 @@ KILLED or FAILED once everything it recorded is sent; a sweep job that failed be
 existed still shows as a FAILED child."""
 
 import dataclasses
+import json
 import os
 import socket
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from segexp.errors import Interrupted, SegexpError
+from segexp.errors import SegexpError, caused_by_signal
 from segexp.tracking.outbox import ModelSender, Outbox
 from segexp.tracking.run_folder import RunLink
 from segexp.tracking.store import failing_when_locked
@@ -58,7 +59,9 @@ def reopen_run(output_dir: Path, send_model: ModelSender | None = None) -> Outbo
         raise SegexpError(
             f"cannot resume run {link.run_id} in {link.tracking_uri}: {str(err).splitlines()[0]}"
         ) from None
-    return Outbox(output_dir, link, send_model)
+    outbox = Outbox(output_dir, link, send_model)
+    outbox.retry_rejected()  # what MLflow refused before: tried again with this run's records
+    return outbox
 
 
 def record_failed_job(
@@ -93,33 +96,70 @@ def record_failed_job(
 
 def unsent_message(outbox: Outbox, waited_s: float) -> str:
     """What waits in the outbox, why, and how to send it."""
-    uri = outbox.link.tracking_uri
-    why = "stayed locked" if uri.startswith("sqlite:") else "did not answer"
     return (
-        f"tracking store {uri} {why} for {waited_s:g} s: {len(outbox.pending())} record(s) of "
-        f"run {outbox.link.run_id} are kept in {outbox.folder}. Send them with: "
-        f"python -m segexp.sync {outbox.output_dir}"
+        f"tracking store {outbox.link.tracking_uri} could not take records for {waited_s:g} s "
+        f"({outbox.last_error}): {len(outbox.pending())} record(s) of run {outbox.link.run_id} "
+        f"are kept in {outbox.folder}. Send them with: python -m segexp.sync {outbox.output_dir}"
     )
+
+
+def refused_message(outbox: Outbox) -> str:
+    """What MLflow refused, the first reason, and how to send it once the cause is fixed."""
+    refused = [p for p in outbox.rejected() if not p.name.endswith("-status.json")]
+    first = json.loads(refused[0].read_text()) if refused else {"kind": "?", "error": "?"}
+    return (
+        f"MLflow refused {len(refused)} record(s) of run {outbox.link.run_id} (first: the "
+        f"{first['kind']} record, {first['error'][:300]}); they are kept in "
+        f"{outbox.rejected_folder} and the run is marked FAILED until they are sent. Fix the "
+        f"cause, then send them with: python -m segexp.sync {outbox.output_dir}"
+    )
+
+
+def _record_status(outbox: Outbox, status: str) -> None:
+    """The final status through the outbox; straight to MLflow when the disk takes no file."""
+    try:
+        outbox.status(status)
+    except OSError as err:
+        print(f"warning: cannot write the run's end to {outbox.folder}: {err}", file=sys.stderr)
+        try:
+            outbox.client.set_terminated(outbox.link.run_id, status)
+        except Exception as store_err:  # noqa: BLE001
+            print(f"warning: cannot end run {outbox.link.run_id}: {store_err}", file=sys.stderr)
+
+
+def _flush_unless_stopped(outbox: Outbox, wait_s: float) -> bool:
+    """Flush the run's last records; a signal meanwhile (e.g. while the model is logged) ends
+    the run KILLED at once, and what is unsent stays for segexp.sync or resume."""
+    try:
+        return outbox.flush_or_wait(wait_s)
+    except BaseException as err:
+        if caused_by_signal(err):
+            with suppress(Exception):  # the store is down: segexp.sync will end it
+                outbox.client.set_terminated(outbox.link.run_id, "KILLED")
+        raise
 
 
 @contextmanager
 def finishing(outbox: Outbox, timeout_s: float) -> Iterator[None]:
     """End the run with the block: FINISHED, KILLED (a signal) or FAILED (an error), after
-    everything recorded is sent; waits up to `timeout_s` for a down or locked store, then
-    fails a finished job with the sync command (records stay in the output folder)."""
+    everything recorded is sent. A finished job with records still unsent (the store did not
+    take them within `timeout_s`) or refused by MLflow fails, naming them and the sync command
+    (records stay in the output folder)."""
     status = "FINISHED"
     try:
         yield
-    except (Interrupted, KeyboardInterrupt):
-        status = "KILLED"
-        raise
-    except BaseException:
-        status = "FAILED"
+    except BaseException as err:
+        status = "KILLED" if caused_by_signal(err) else "FAILED"
         raise
     finally:
-        outbox.status(status)
+        _record_status(outbox, status)
         wait_s = timeout_s if status == "FINISHED" else min(timeout_s, 10)
-        if not outbox.flush_or_wait(wait_s):
-            if status == "FINISHED":
-                raise SegexpError(unsent_message(outbox, wait_s))
-            print(f"warning: {unsent_message(outbox, wait_s)}", file=sys.stderr)
+        problem = None
+        if not _flush_unless_stopped(outbox, wait_s):
+            problem = unsent_message(outbox, wait_s)
+        elif outbox.rejected():
+            problem = refused_message(outbox)
+        if problem and status == "FINISHED":
+            raise SegexpError(problem)
+        if problem:
+            print(f"warning: {problem}", file=sys.stderr)

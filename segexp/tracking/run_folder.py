@@ -1,9 +1,12 @@
 """What a run's output folder holds for tracking: which store and run it logs to
 (tracking/run.json) and where the resolved config is kept (what resume and segexp.sync read)."""
 
+import fcntl
 import json
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from segexp.errors import SegexpError
 TRACKING_DIR = "tracking"  # under the run's output folder
 RUN_FILE = "run.json"  # which store and run the folder belongs to
 RESOLVED_CONFIG = "config/resolved.yaml"  # artifact (and file under tracking/files/) of the config
+LOCK_FILE = "train.lock"  # held by the process training the folder's run
 
 
 @dataclass(frozen=True)
@@ -54,3 +58,29 @@ class RunLink:
 def resume_command(output_dir: Path) -> str:
     """The command that continues the run of `output_dir` from its saved state."""
     return f"python -m segexp.train resume={output_dir}"
+
+
+@contextmanager
+def training_lock(output_dir: Path) -> Iterator[None]:
+    """Hold the folder's lock for the block: one process trains a run at a time (a second
+    `resume=` of it fails in one line). The kernel drops the lock of a process that dies."""
+    path = output_dir / TRACKING_DIR / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SegexpError(
+                f"{output_dir} is being trained by {holder} (it holds {path}); wait for it to "
+                "end or stop it, then resume the run"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

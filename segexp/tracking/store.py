@@ -4,13 +4,14 @@ that only read or set up the store (compare, the sweep callback) start fast."""
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from segexp.config.tracking_uri import scheme_problem
 from segexp.errors import SegexpError
 
 
@@ -39,30 +40,108 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
-def check_store(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, naming the URI, when the store cannot be used (MLflow itself retries for minutes).
-
-    A tracking server counts as reachable when it answers HTTP at all; a SQLite store needs
-    its folder to exist.
-    """
-    import requests
-
+def check_store(uri: str, timeout_s: float = 5.0, writable: bool = True) -> None:
+    """Fail fast, naming the URI, when the store cannot be used (MLflow itself retries for minutes
+    or fails with a traceback): an unknown scheme, a server that does not answer or is not MLflow,
+    a SQLite file that is not a database, or (`writable`) a SQLite store segexp cannot write."""
     source = (
         "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
     )
-    if uri.startswith(("http://", "https://")):
+    problem = scheme_problem(uri)
+    if problem is None and uri.startswith(("http://", "https://")):
+        problem = _server_problem(uri, source, timeout_s)
+    elif problem is None and uri.startswith("sqlite:///"):
+        problem = _sqlite_problem(Path(uri.removeprefix("sqlite:///")), writable)
+    if problem is not None:
+        raise SegexpError(f"{source}={uri}: {problem}")
+
+
+def _server_problem(uri: str, source: str, timeout_s: float) -> str | None:
+    """Ask the server for an experiment, as MLflow's client would: it must answer MLflow JSON."""
+    import requests
+
+    endpoint = "/api/2.0/mlflow/experiments/get-by-name"
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
+    try:
+        answer = requests.get(
+            uri.rstrip("/") + endpoint,
+            params={"experiment_name": "Default"},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            auth=(user, password) if user and password else None,
+            verify=_verify(),
+            timeout=timeout_s,
+        )
+    except requests.RequestException as err:
+        return (
+            f"cannot reach the MLflow tracking server ({type(err).__name__}). Start it, or point "
+            f"{source} at a reachable server or at sqlite:///ABSOLUTE/PATH/mlflow.db"
+        )
+    if answer.status_code in (401, 403):
+        return (
+            f"the server refused access (HTTP {answer.status_code}); set MLFLOW_TRACKING_USERNAME "
+            "and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+        )
+    if answer.status_code >= 500:
+        return (
+            f"the server answered HTTP {answer.status_code} {answer.reason}; if it is starting, "
+            "run again when it answers"
+        )
+    try:
+        body = answer.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and ("experiment" in body or "error_code" in body):
+        return None
+    kind = answer.headers.get("Content-Type", "no content type").split(";")[0]
+    return (
+        f"not an MLflow tracking server (GET {endpoint} answered HTTP {answer.status_code}, "
+        f"{kind}); point {source} at the address `mlflow server` listens on"
+    )
+
+
+def _verify() -> bool | str:
+    """TLS verification as MLflow's client does it: off, a CA bundle, or the default."""
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return False
+    return os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
+
+
+def _sqlite_problem(path: Path, writable: bool) -> str | None:
+    """A missing or read-only folder, or a file SQLite cannot read as a database."""
+    import sqlite3
+    import tempfile
+
+    folder = path.parent
+    if not folder.is_dir():
+        return f"the folder {folder} does not exist"
+    if path.is_dir():
+        return f"{path} is a folder, not a SQLite database file"
+    if path.exists():
         try:
-            requests.get(uri, timeout=timeout_s)
-        except requests.RequestException as err:
-            raise SegexpError(
-                f"{source}={uri}: cannot reach the MLflow tracking server "
-                f"({type(err).__name__}). Start it, or point {source} at a reachable server "
-                "or at sqlite:///ABSOLUTE/PATH/mlflow.db"
-            ) from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        if not folder.is_dir():
-            raise SegexpError(f"{source}={uri}: the folder {folder} does not exist")
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as err:
+            if not is_locked(err):
+                return (
+                    f"{path} is not a readable SQLite database ({err}); move it away to start a "
+                    "new store, or restore it from a backup"
+                )
+    if not writable:
+        return None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".segexp-write-check-"):
+            pass
+        if path.exists():
+            with open(path, "r+b"):
+                pass
+    except OSError as err:
+        where = path if path.exists() and not os.access(path, os.W_OK) else folder
+        return (
+            f"cannot write in {where} ({err.strerror}); point tracking.uri at a store in a "
+            "writable folder"
+        )
+    return None
 
 
 @contextmanager

@@ -226,6 +226,7 @@ class EpochEnd(keras.callbacks.Callback):
                 print(f"\nEpoch {epoch + 1}: early stopping ({stop.watch.metric})")
         progress.epochs_done, progress.steps_done = epoch + 1, 0
         save_state(run.checkpoint_dir, self.model, progress)
+        faults.after_state(epoch + 1)
         for listener in run.listeners:
             listener(epoch + 1, metrics, timestamp)
         stop_now = agree(run.stop.requested)

@@ -6,20 +6,27 @@ process fail at an exact, repeatable point. Unset (always, outside tests), it do
     sigterm_at_step:N   send itself SIGTERM after step N (as a cluster scheduler would)
     nan_at_step:N       turn the model's weights to NaN before step N, so its loss is NaN
     kill_in_save:N      SIGKILL itself in the middle of writing the state of epoch N
+    kill_after_state:N  SIGKILL itself after the state of epoch N is written, before its metrics
+                        are recorded
+    disk_full_in_save:N the state file of epoch N cannot be written: no space left on device
+    sigterm_at:POINT    send itself SIGTERM at a named point outside the training loop:
+                        run_open (the run is open, nothing logged yet), model_log (while the
+                        final model is being logged)
 """
 
+import errno
 import os
 import signal
 
 ENV = "SEGEXP_FAULT"
 
 
-def _fault() -> tuple[str, int] | None:
+def _fault() -> tuple[str, int | str] | None:
     text = os.environ.get(ENV, "")
     if ":" not in text:
         return None
-    name, number = text.split(":", 1)
-    return name, int(number)
+    name, where = text.split(":", 1)
+    return name, int(where) if where.isdigit() else where
 
 
 def after_step(global_step: int) -> None:
@@ -45,3 +52,22 @@ def while_saving(epochs_done: int) -> None:
     """Called while the epoch-end state file is half written."""
     if _fault() == ("kill_in_save", epochs_done):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def after_state(epochs_done: int) -> None:
+    """Called after the epoch-end state file is written, before the epoch's metrics are
+    recorded (the commit order's weak point)."""
+    if _fault() == ("kill_after_state", epochs_done):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def disk_full(epochs_done: int, path: str) -> None:
+    """Called before the epoch-end state file is written."""
+    if _fault() == ("disk_full_in_save", epochs_done):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
+def at(point: str) -> None:
+    """Called at a named point outside the training loop."""
+    if _fault() == ("sigterm_at", point):
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -1,5 +1,7 @@
 """Ctrl-C (SIGINT) and SIGTERM during training: note the request, let the current step finish,
-then the trainer saves a checkpoint and stops. A second Ctrl-C stops at once."""
+then the trainer saves a checkpoint and stops. A second Ctrl-C stops at once. Outside the
+training loop (loading data, opening the run, logging the model) SIGTERM stops at once, as
+Ctrl-C does, so the run still ends KILLED with one message."""
 
 import signal
 import sys
@@ -56,3 +58,23 @@ def stop_on_signals() -> Iterator[StopRequest]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _stop_now(signum: int, frame: FrameType | None) -> None:
+    name = signal.Signals(signum).name
+    raise Interrupted(name, 128 + signum, "at once (outside the training loop)")
+
+
+@contextmanager
+def signals_end_the_command() -> Iterator[None]:
+    """For the block (a whole command): SIGTERM raises Interrupted wherever it lands, like
+    Ctrl-C's KeyboardInterrupt, instead of killing the process with nothing said; the
+    training loop's own handlers take over inside it (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _stop_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

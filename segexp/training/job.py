@@ -20,9 +20,10 @@ from segexp.reporting import plots
 from segexp.tracking import records
 from segexp.tracking.outbox import Outbox
 from segexp.tracking.run import finishing, open_run, reopen_run
-from segexp.tracking.run_folder import RunLink
+from segexp.tracking.run_folder import RunLink, training_lock
 from segexp.tracking.store import check_store, ensure_experiment, resolve_tracking_uri
 from segexp.tracking.summary import BASELINE_METRIC, TRIVIAL_TAG
+from segexp.training import faults
 from segexp.training.build import build_compiled_model
 from segexp.training.callbacks import (
     Coordination,
@@ -159,13 +160,20 @@ def open_job_run(
     folder's run, RUNNING again; its outbox logs the model as a pyfunc model."""
     output_dir = Path(cfg.paths.output_dir)
     if experiment_id is None:
-        return reopen_run(output_dir, log_segmentation_model)
+        return reopen_run(output_dir, _send_model)
     uri = resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
+    records.keep_resolved_config(output_dir, OmegaConf.to_container(cfg, resolve=True))
     tags = records.run_tags(cfg.dataset.name, output_dir)
     return open_run(
         uri, experiment_id, cfg.tracking.run_name or run_name, tags, output_dir, parent_run_id,
-        log_segmentation_model,
+        _send_model,
     )  # fmt: skip
+
+
+def _send_model(link: RunLink, checkpoint: Path, config: dict) -> None:
+    """The outbox's model sender: the pyfunc model (with a fault hook for the tests)."""
+    faults.at("model_log")
+    log_segmentation_model(link, checkpoint, config)
 
 
 def log_run_start(outbox: Outbox, job: Job) -> Baseline:
@@ -245,10 +253,21 @@ def run_training(
         _, result = clear_failures(job, lambda: train_job(job, [], resume))
         return JobResult(run_id=None, tracking_uri=None, train=result, workers=workers)
 
+    with training_lock(Path(cfg.paths.output_dir)):
+        return _train_as_chief(cfg, run_name, parent_run_id, resume, workers)
+
+
+def _train_as_chief(
+    cfg: DictConfig, run_name: str | None, parent_run_id: str | None, resume: bool,
+    workers: Workers,
+) -> JobResult:  # fmt: skip
+    """The chief's job: check the store, read the data, open (or reopen) the run, train it and
+    log everything, ending the run whatever happens."""
     experiment_id = check_tracking(cfg, resume)
     job = prepare_job(cfg, workers)
     outbox = open_job_run(cfg, run_name, parent_run_id, experiment_id)
     with finishing(outbox, cfg.tracking.retry_timeout_s):
+        faults.at("run_open")
         baseline = log_run_start(outbox, job)
 
         def train_and_show() -> tuple[keras.Model, TrainResult]:

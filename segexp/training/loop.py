@@ -73,6 +73,9 @@ def fit(
     write_dir = write_dir or checkpoint_dir
     write_dir.mkdir(parents=True, exist_ok=True)
     progress, metric_sums = _restored(model, batches, checkpoint_dir, resume)
+    for number, done in enumerate(progress.epochs, start=1):  # the state is the commit point:
+        for listener in listeners:  # what it holds is recorded again (a re-send is not doubled)
+            listener(number, done["metrics"], done["timestamp"])
     run = FitRun(
         model, write_dir, steps_per_epoch, epochs, progress, validation, best, early_stop,
         stop, listeners, coordination, before_validation,

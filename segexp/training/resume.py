@@ -10,10 +10,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from segexp.errors import SegexpError
-from segexp.tracking.run_folder import RESOLVED_CONFIG, RUN_FILE, TRACKING_DIR
+from segexp.tracking.run_folder import RESOLVED_CONFIG, RUN_FILE, TRACKING_DIR, RunLink
 from segexp.tracking.store import check_store
 
 # Overrides that may come with resume=: where the store is, and Hydra's own settings.
+# (resume_finished too: it starts with "resume")
 ALLOWED_WITH_RESUME = ("resume", "tracking.uri", "hydra.")
 
 
@@ -72,5 +73,26 @@ def check_overrides(overrides: list[str]) -> None:
     if changed:
         raise SegexpError(
             f"resume= continues a run with its own config; these overrides are not allowed "
-            f"with it: {' '.join(changed)} (only tracking.uri and hydra.* are)"
+            f"with it: {' '.join(changed)} (only tracking.uri, resume_finished and hydra.* are)"
+        )
+
+
+def refuse_finished(folder: Path, target: str) -> None:
+    """resume= of a run that ended FINISHED would reopen it and rewrite its end: refused unless
+    asked for with resume_finished=true."""
+    from mlflow.tracking import MlflowClient
+
+    link = RunLink.load(folder)
+    check_store(link.tracking_uri)
+    try:
+        status = MlflowClient(link.tracking_uri).get_run(link.run_id).info.status
+    except Exception:  # noqa: BLE001  (not in that store: resuming creates nothing either)
+        raise SegexpError(
+            f"resume={target}: run {link.run_id} is not in {link.tracking_uri}"
+        ) from None
+    if status == "FINISHED":
+        raise SegexpError(
+            f"resume={target}: run {link.run_id} is FINISHED; to train longer start a new run "
+            "(e.g. with trainer.epochs=N and the same overrides); to reopen it anyway (it "
+            "re-logs its end) add resume_finished=true"
         )

@@ -63,6 +63,8 @@ def save_state(
     meta = {"progress": asdict(progress), "layout": layout}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     target = Path(folder) / STATE_FILE
+    if progress.steps_done == 0:
+        faults.disk_full(progress.epochs_done, str(target))
     with atomic.open_replacing(target) as handle:
         np.savez(handle, **arrays)
         if progress.steps_done == 0:
