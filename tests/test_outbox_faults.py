@@ -197,3 +197,22 @@ def test_a_ctrl_c_wrapped_by_a_library_still_ends_the_run_killed(tmp_path):
     assert isinstance(signal_behind(caught.value), KeyboardInterrupt)
     assert client.get_run(outbox.link.run_id).info.status == "KILLED"
     assert signal_behind(RuntimeError("no signal")) is None
+
+
+def test_a_resume_retries_refused_records_and_drops_an_end_not_yet_sent(tmp_path):
+    """A resumed run ends itself: an earlier end still waiting would mark it KILLED or FAILED
+    while it trains; what MLflow refused before is tried again with the resumed run."""
+    from segexp.tracking.run import reopen_run
+
+    outbox, client = _run(tmp_path)
+    outbox.params({"lr": "0.1"})
+    outbox.params({"lr": "0.2"})  # refused
+    assert outbox.flush() and len(outbox.rejected()) == 1
+    outbox.status("KILLED")
+    assert outbox.flush() and len(outbox.rejected()) == 2, "the end is held back with it"
+    assert client.get_run(outbox.link.run_id).info.status == "FAILED"
+
+    resumed = reopen_run(outbox.output_dir)
+    assert client.get_run(outbox.link.run_id).info.status == "RUNNING"
+    assert resumed.rejected() == []
+    assert [json.loads(p.read_text())["kind"] for p in resumed.pending()] == ["params"]

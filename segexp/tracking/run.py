@@ -61,6 +61,9 @@ def reopen_run(output_dir: Path, send_model: ModelSender | None = None) -> Outbo
         ) from None
     outbox = Outbox(output_dir, link, send_model)
     outbox.retry_rejected()  # what MLflow refused before: tried again with this run's records
+    for stale in outbox.pending():  # an earlier end not yet sent: this process ends the run
+        if stale.name.endswith("-status.json"):
+            stale.unlink()
     return outbox
 
 
