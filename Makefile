@@ -27,8 +27,9 @@ train: $(VENV)/.runtime-installed
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check segexp tests
 
+# two worker processes, each test file on one of them (its module fixtures are built once)
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs data mlflow.db mlflow.db.lock mlartifacts .pytest_cache

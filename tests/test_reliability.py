@@ -187,7 +187,8 @@ def test_seven_parallel_jobs_on_one_sqlite_store_log_everything(faults):
     assert full.info.status == "FINISHED"
     for key in ("train/loss", "val/mean_iou", "val/iou/background", "lr"):
         assert [s for s, _ in _history(client, runs["full"], key)] == [1, 2, 3]
-    for name in runs:  # every job logged every param before its fault
+    for name in set(runs) - {"kill_after_state"}:  # every job logged every param before its
+        # fault (the model size params of the one killed at epoch 1's end wait in its outbox)
         assert len(client.get_run(runs[name]).data.params) == len(full.data.params), name
 
 

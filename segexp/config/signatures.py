@@ -41,6 +41,9 @@ def _from_import(target: str) -> frozenset[str] | None:
     try:
         obj = _locate(target)
     except Exception as err:  # ImportError, AttributeError, or the module failing to import
+        module, _, name = target.rpartition(".")
+        if isinstance(err, AttributeError) and module in sys.modules:  # as the source reader says
+            raise TargetNotFound(f"module {module} has no {name}") from None
         first = (str(err).strip().splitlines() or [""])[0]
         raise TargetNotFound(f"cannot import it ({type(err).__name__}: {first})") from None
     if not callable(obj):
