@@ -323,7 +323,8 @@ def test_tracking_server_down_for_an_epoch_loses_nothing(tmp_path):
         os.killpg(server.pid, signal.SIGKILL)
     assert waiting >= 1, "epoch 2's metrics waited in the outbox"
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "cannot take records now (MlflowException: Connection refused)" in done.stderr
+    # the cause named depends on where the outage meets the request (refused, reset, timed out)
+    assert f"warning: tracking store {uri} cannot take records now (" in done.stderr
     server = _start_server(tmp_path, port)
     try:
         client = MlflowClient(uri)
