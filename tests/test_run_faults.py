@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from segexp.tracking.run_folder import training_lock
+from tests.test_reliability import _env, _start  # one way to start a faulted job
 
 pytestmark = pytest.mark.slow
 
@@ -29,21 +30,6 @@ ARGS = [
     "tracking.log_model=false",
     "tracking.experiment=faults",
 ]
-
-
-def _env(fault: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEGEXP_FAULT")}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    if fault:
-        env["SEGEXP_FAULT"] = fault
-    return env
-
-
-def _start(workdir: Path, args: list[str], fault: str | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "segexp.train", *args],
-        cwd=workdir, env=_env(fault), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
 
 
 def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
