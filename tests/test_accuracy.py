@@ -28,7 +28,7 @@ def test_a_tiny_comparison_trains_both_recipes_and_writes_the_report(tmp_path, m
     monkeypatch.chdir(tmp_path)
     output = tmp_path / "accuracy.md"
     main(["--datasets", "digits", "--output", str(output),
-          "backbone=mobilenetv2", "image_size=32", "aspp.filters=8", "decoder.filters=8",
+          "backbone=tiny", "image_size=32", "aspp.filters=8", "decoder.filters=8",
           "dataset.num_train=8", "dataset.num_val=4", "dataset.min_size=32",
           "dataset.max_size=48", "trainer.epochs=2", "trainer.verbose=0"])  # fmt: skip
     text = output.read_text()

@@ -7,12 +7,15 @@ import pytest
 from hydra.utils import instantiate
 
 from segexp.config.warnings import config_warnings
+from segexp.errors import ConfigError, SegexpError
 from segexp.models import backbones
 from segexp.models.deeplabv3plus import build_deeplabv3plus
 from segexp.models.dilated_resnet import copy_weights, dilated_resnet
 from tests.conftest import compose_config
 
-BACKBONES = ["resnet50", "mobilenetv2", "resnet50_dilated", "resnet101_dilated", "efficientnetv2_s"]
+BACKBONES = [
+    "resnet50", "mobilenetv2", "resnet50_dilated", "resnet101_dilated", "efficientnetv2_s", "tiny"
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", BACKBONES)
@@ -118,3 +121,20 @@ def test_named_aspp_options_build_the_pyramid_they_name():
     os16_with_os8_rates = compose_config("train", "backbone=mobilenetv2", "aspp=os8")
     assert any("aspp.rates=[12, 24, 36]" in w for w in config_warnings(os16_with_os8_rates))
     assert not any("aspp.rates" in w for w in config_warnings(compose_config("train", "aspp=none")))
+
+
+def test_tiny_backbone_taps_strides_16_and_4_and_loads_a_weights_file_of_itself(tmp_path):
+    source = backbones.tiny()
+    deep, low = source.features(np.zeros((1, 64, 96, 3), np.float32))
+    assert deep.shape == (1, 4, 6, 64) and low.shape == (1, 16, 24, 24)
+    path = tmp_path / "tiny.weights.h5"
+    source.features.save_weights(path)
+    loaded = backbones.tiny(weights=str(path)).features
+    for a, b in zip(source.features.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    bogus = tmp_path / "notes.weights.h5"
+    bogus.write_text("not weights")
+    with pytest.raises(SegexpError, match="not a weights file of the tiny backbone"):
+        backbones.tiny(weights=str(bogus))
+    with pytest.raises(ConfigError, match="backbone.weights=imagenet is not allowed"):
+        backbones.tiny(weights="imagenet")

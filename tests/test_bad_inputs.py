@@ -223,7 +223,7 @@ def test_training_stops_before_any_run_on_a_val_mask_one_pixel_off(tmp_path):
     off = root / "val" / "masks" / "001.png"
     save_mask(off, np.zeros((39, 48), np.uint8))
     done = run_segexp(
-        ["backbone=mobilenetv2", "image_size=64", "aspp.filters=16", "trainer.epochs=1",
+        ["backbone=tiny", "image_size=64", "aspp.filters=16", "trainer.epochs=1",
          "trainer.batch_size=2", "dataset=folder", f"dataset.root={root}",
          "dataset.num_classes=3", "tracking.experiment=off", f"hydra.run.dir={tmp_path / 'o'}"],
         cwd=tmp_path, timeout=300,

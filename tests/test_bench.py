@@ -18,7 +18,7 @@ ROWS = (
 
 def _bench(tmp_path, *args):
     return subprocess.run(
-        [sys.executable, "-m", "segexp.bench", "backbone=mobilenetv2", "image_size=32",
+        [sys.executable, "-m", "segexp.bench", "backbone=tiny", "image_size=32",
          "aspp.filters=8", "dataset.num_train=12", "dataset.num_val=4", "bench.steps=2",
          "bench.warmup=1", "bench.repeats=2", "bench.matmul_size=128",
          f"bench.output={tmp_path / 'benchmarks.md'}", f"paths.data_dir={tmp_path / 'data'}",
@@ -32,7 +32,7 @@ def test_bench_prints_and_writes_every_figure_and_the_targets(tmp_path):
     done = _bench(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     report = (tmp_path / "benchmarks.md").read_text()
-    assert "## mobilenetv2 at 32 px, batch 4" in report and report.count("<!-- bench:") == 2
+    assert "## tiny at 32 px, batch 4" in report and report.count("<!-- bench:") == 2
     for name in ROWS:
         line = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
         low, mid, high = (float(cell) for cell in line.split("|")[2:5])

@@ -24,7 +24,7 @@ from segexp.training.job import build_compiled_model
 from tests.conftest import compose_config
 
 def model_for(name, *overrides):
-    cfg = compose_config("train", "backbone=mobilenetv2", "image_size=32", "aspp.filters=8",
+    cfg = compose_config("train", "backbone=tiny", "image_size=32", "aspp.filters=8",
                          "decoder.filters=8", "decoder.low_level_filters=8",
                          f"trainer.strategy={name}", "trainer.sync_bn=true", "loss=cross_entropy",
                          *overrides)
@@ -177,7 +177,7 @@ def test_precise_batchnorm_gives_every_replica_the_one_device_statistics():
     result = json.loads(done.stdout.split("RESULT ", 1)[1])
     one, two = result["auto"], result["mirrored"]
     assert one["used"] == two["used"] == 3
-    assert len(one["stats"]) == len(two["stats"]) > 80
+    assert len(one["stats"]) == len(two["stats"]) > 20  # backbone, ASPP and decoder
     for single, mirrored in zip(one["stats"], two["stats"], strict=True):
         assert len(mirrored) == 2, "a copy per replica"
         np.testing.assert_array_equal(mirrored[0], mirrored[1])

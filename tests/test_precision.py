@@ -20,7 +20,7 @@ def policy():
 
 
 def _tiny(precision, **compile_args):
-    cfg = compose_config("train", "backbone=mobilenetv2", "image_size=32", "aspp.filters=8",
+    cfg = compose_config("train", "backbone=tiny", "image_size=32", "aspp.filters=8",
                          "decoder.filters=8", "decoder.low_level_filters=8",
                          f"trainer.precision={precision}")  # fmt: skip
     keras.mixed_precision.set_dtype_policy(cfg.trainer.precision)

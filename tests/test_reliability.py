@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 EPOCHS, STEPS = 3, 2  # 8 training images in batches of 4
 ARGS = [
-    "backbone=mobilenetv2",
+    "backbone=tiny",
     "image_size=64",
     "aspp.filters=16",
     f"trainer.epochs={EPOCHS}",
@@ -314,7 +314,10 @@ def test_tracking_server_down_for_an_epoch_loses_nothing(tmp_path):
         os.killpg(server.pid, signal.SIGKILL)  # the server goes away after epoch 1
         server.wait()
         _wait_for(lambda: _progress(run_dir)["epochs_done"] >= 2, training)
-        waiting = len(list((run_dir / "tracking" / "outbox").glob("*.json")))
+        # the state is written before its epoch's records: wait until they are queued
+        outbox = run_dir / "tracking" / "outbox"
+        _wait_for(lambda: any(outbox.glob("*.json")), training)
+        waiting = len(list(outbox.glob("*.json")))
         server = _start_server(tmp_path, port)
         done = _finish(training)
     finally:

@@ -18,7 +18,7 @@ from tests.test_reliability import _env, _start  # one way to start a faulted jo
 pytestmark = pytest.mark.slow
 
 ARGS = [
-    "backbone=mobilenetv2",
+    "backbone=tiny",
     "image_size=64",
     "aspp.filters=16",
     "trainer.batch_size=4",

@@ -84,7 +84,7 @@ def _sweep(tmp_path, tiny_run, *args):
 def test_optuna_search_logs_the_best_parameters_of_its_best_child(tmp_path, tiny_run):
     done = _sweep(
         tmp_path, tiny_run, "hparams_search=deeplab_optuna", "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.params.backbone='choice(mobilenetv2)'", "trainer.epochs=1",
+        "hydra.sweeper.params.backbone='choice(tiny)'", "trainer.epochs=1",
         "tracking.experiment=optuna",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -106,7 +106,7 @@ def test_optuna_search_logs_the_best_parameters_of_its_best_child(tmp_path, tiny
 def test_parallel_joblib_jobs_on_a_fresh_store(tmp_path, tiny_run):
     done = _sweep(
         tmp_path, tiny_run, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-        "backbone=mobilenetv2", "optimizer=adam,sgd", "trainer.epochs=1",
+        "backbone=tiny", "optimizer=adam,sgd", "trainer.epochs=1",
         "tracking.experiment=parallel",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

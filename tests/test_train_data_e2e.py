@@ -9,7 +9,7 @@ from tests.conftest import run_segexp
 from tests.fakedata import make_cihp_tree, make_folder_tree, save_mask
 
 QUICK = [
-    "backbone=mobilenetv2",
+    "backbone=tiny",
     "image_size=64",
     "aspp.filters=16",
     "trainer.epochs=1",

@@ -376,3 +376,10 @@ def test_cli_with_a_corrupt_store_stops_in_one_line_and_keeps_the_file(tmp_path)
     assert "is not a readable SQLite database" in line
     assert (tmp_path / "mlflow.db").read_bytes() == garbage
     assert not (tmp_path / "data").exists(), "data was generated before the store was checked"
+
+
+def test_imagenet_weights_for_the_tiny_backbone_are_refused_before_any_build():
+    message = _refused("backbone=tiny", "backbone.weights=imagenet")
+    assert message == (
+        "backbone.weights='imagenet' is not allowed: tiny has no ImageNet weights: null or a file"
+    )

@@ -12,7 +12,7 @@ class BackboneSpec:
     taps: dict[int, str]  # output stride -> layer whose output is tapped
     output_strides: tuple[int, ...]  # strides the deep features can be taken at
     min_size: int  # smallest input side keras.applications accepts
-    imagenet_file: str  # file keras.applications downloads for weights="imagenet"
+    imagenet_file: str  # file keras.applications downloads for weights="imagenet" ("": none)
     application: str = ""  # keras.applications network whose weights it uses (default: name)
     dilated_depth: int | None = None  # 50 or 101: rebuilt with dilated last stages
 
@@ -66,5 +66,14 @@ BACKBONES: dict[str, BackboneSpec] = {
         imagenet_file="resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
         application="resnet101",
         dilated_depth=101,
+    ),
+    # segexp's own small plain CNN (segexp.models.tiny_cnn) for smoke tests: no ImageNet weights.
+    "tiny": BackboneSpec(
+        name="tiny",
+        preprocessing="tf",
+        taps={16: "stage4_relu", 4: "stage2_relu"},
+        output_strides=(16,),
+        min_size=16,
+        imagenet_file="",
     ),
 }

@@ -268,7 +268,9 @@ def _check_backbone_and_size(c: Checker) -> None:
         f"{name} supports output stride {' or '.join(map(str, spec.output_strides))}",
     )
     weights = get(c.cfg, "backbone.weights")
-    if weights is not None and weights != "imagenet" and not Path(str(weights)).is_file():
+    if weights == "imagenet" and not spec.imagenet_file:
+        c.fail("backbone.weights", weights, f"{name} has no ImageNet weights: null or a file")
+    elif weights is not None and weights != "imagenet" and not Path(str(weights)).is_file():
         c.fail(
             "backbone.weights",
             weights,

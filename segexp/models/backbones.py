@@ -9,6 +9,7 @@ import keras
 from segexp.config.backbone_specs import BACKBONES, BackboneSpec
 from segexp.errors import ConfigError, SegexpError
 from segexp.models.dilated_resnet import copy_weights, dilated_resnet
+from segexp.models.tiny_cnn import tiny_cnn
 
 _APPLICATIONS: dict[str, Callable[..., keras.Model]] = {
     "resnet50": keras.applications.ResNet50,
@@ -51,6 +52,21 @@ def _load_application(spec: BackboneSpec, weights: str | None) -> keras.Model:
         raise
 
 
+def _load_tiny(name: str, weights: str | None) -> keras.Model:
+    base = tiny_cnn(name=f"{name}_base")
+    if weights == "imagenet":
+        raise ConfigError("backbone.weights=imagenet is not allowed: tiny has no ImageNet weights")
+    if weights is not None:
+        try:
+            base.load_weights(weights)
+        except Exception as err:
+            raise SegexpError(
+                f"backbone.weights={weights!r}: not a weights file of the tiny backbone "
+                f"({type(err).__name__}: {str(err).splitlines()[0]})"
+            ) from err
+    return base
+
+
 def build_backbone(
     kind: str,
     name: str,
@@ -65,7 +81,9 @@ def build_backbone(
             f"backbone.output_stride={output_stride} is not allowed: {kind} supports "
             f"{' or '.join(map(str, spec.output_strides))}"
         )
-    if spec.dilated_depth is None:
+    if not spec.imagenet_file:  # segexp's own network: random init or a Keras weights file
+        base = _load_tiny(name, weights)
+    elif spec.dilated_depth is None:
         base = _load_application(spec, weights)
     else:
         base = dilated_resnet(spec.dilated_depth, output_stride, name=f"{name}_base")
@@ -130,3 +148,13 @@ def efficientnetv2_s(
 ) -> Backbone:
     """EfficientNetV2-S tapped at block6a_expand_activation (stride 16) and block2d_add (4)."""
     return build_backbone("efficientnetv2_s", name, weights, output_stride, freeze_bn)
+
+
+def tiny(
+    name: str = "tiny",
+    weights: str | None = None,
+    output_stride: int = 16,
+    freeze_bn: bool = False,
+) -> Backbone:
+    """A small plain CNN (segexp.models.tiny_cnn) for smoke tests and debugging a pipeline."""
+    return build_backbone("tiny", name, weights, output_stride, freeze_bn)

@@ -15,6 +15,7 @@ ROWS = [  # (backbone option, output stride, note)
     ("resnet50_dilated", 8, ""),
     ("resnet101_dilated", 16, "the paper's VOC setting"),
     ("resnet101_dilated", 8, ""),
+    ("tiny", 16, "smoke tests and debugging (segexp's 8-conv CNN), not accuracy"),
 ]
 START, END = "<!-- models-table:start -->", "<!-- models-table:end -->"
 
