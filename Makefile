@@ -27,10 +27,10 @@ train: $(VENV)/.runtime-installed
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check segexp tests
 
-# two worker processes, each test file on one of them (its module fixtures are built once);
-# the 20 slowest tests are listed at the end
+# two worker processes, each test file on one of them (its module fixtures are built once), in
+# the order tests/conftest.py gives (files with slow tests first); the 20 slowest are listed
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=20 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=20 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs data mlflow.db mlflow.db.lock mlartifacts .pytest_cache

@@ -1,5 +1,7 @@
 """Shared fixtures: config composition and one tiny training run shared by the end-to-end tests."""
 
+import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +15,14 @@ from omegaconf import DictConfig
 from segexp.config import CONFIG_DIR
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with slow tests first, each file's tests in their order: with a file per xdist
+    worker at a time (make test), the long files start at once and the short ones fill in at the
+    end, instead of a long file running alone while the other worker idles."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(autouse=True)
@@ -68,8 +78,6 @@ TINY_ARGS = [
     "tracking.experiment=tiny",
     "tracking.num_prediction_samples=2",
 ]
-# The shared run takes a keras.applications backbone, so one complete run goes through it.
-SHARED_RUN_ARGS = ["backbone=mobilenetv2" if a == "backbone=tiny" else a for a in TINY_ARGS]
 
 
 @dataclass(frozen=True)
@@ -81,13 +89,35 @@ class TinyRun:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    """One tiny training subprocess into a fresh SQLite store, shared by the tests reading it."""
-    workdir = tmp_path_factory.mktemp("tiny_run")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic images of TINY_ARGS, written once, for runs that share a data folder (made
+    before they start, so parallel processes do not write it at the same time)."""
+    from segexp.data.registry import build_dataset
+
+    data_dir = tmp_path_factory.mktemp("tiny_data")
+    build_dataset(compose_config("train", *TINY_ARGS, f"paths.data_dir={data_dir}").dataset)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> TinyRun:
+    """One tiny training subprocess into a fresh SQLite store, shared by the tests reading it.
+
+    Under pytest-xdist the workers share one: the first to take the lock runs it and writes
+    its output beside it, the others wait and read that."""
+    base = tmp_path_factory.getbasetemp()
+    root = base if worker_id == "master" else base.parent  # the folder all workers share
+    workdir = root / "tiny_run"
     output_dir = workdir / "out"
-    process = run_segexp(
-        [*SHARED_RUN_ARGS, f"paths.data_dir={workdir / 'data'}", f"hydra.run.dir={output_dir}"],
-        cwd=workdir,
-    )
+    record = workdir / "process.json"
+    args = [*TINY_ARGS, f"paths.data_dir={workdir / 'data'}", f"hydra.run.dir={output_dir}"]
+    with open(root / "tiny_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not record.exists():
+            workdir.mkdir(exist_ok=True)
+            done = run_segexp(args, cwd=workdir)
+            saved = {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+            record.write_text(json.dumps(saved))
+    process = subprocess.CompletedProcess(args, **json.loads(record.read_text()))
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-5000:]
     return TinyRun(workdir, output_dir, f"sqlite:///{workdir / 'mlflow.db'}", process)

@@ -169,7 +169,7 @@ def test_saved_model_scores_the_same_with_moving_and_batch_statistics(tmp_path):
                                                     "batchnorm.precise_batches=0"])):  # fmt: skip
         cfg = compose_config(
             "train", "dataset=folder", f"dataset.root={tmp_path / 'data'}",
-            "dataset.num_classes=3", "backbone=mobilenetv2", "image_size=32", "aspp.filters=16",
+            "dataset.num_classes=3", "backbone=tiny", "image_size=32", "aspp.filters=16",
             "trainer.epochs=3", "trainer.verbose=0", "optimizer.learning_rate=0.01",
             f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / name}", *extra,
         )  # fmt: skip
@@ -186,7 +186,7 @@ def test_saved_model_scores_the_same_with_moving_and_batch_statistics(tmp_path):
     precise, stale = gaps["precise"], gaps["keras"]
     assert precise["batch"] > 0.5, gaps  # the colours were learned
     assert abs(precise["moving"] - precise["batch"]) <= 0.05, gaps
-    assert stale["batch"] - stale["moving"] > 0.2, gaps
+    assert stale["batch"] - stale["moving"] > 0.2, gaps  # measured: 0.017 and 0.31 apart
 
 
 def test_recomputed_statistics_under_mixed_precision_are_float32_and_exact():

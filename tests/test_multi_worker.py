@@ -45,7 +45,7 @@ def _start_training(args, tmp_path, folder, cluster=None, index=None, tmpdir=Non
 
 
 @pytest.mark.slow
-def test_two_workers_on_localhost_train_one_run_like_one_process(tiny_run, tmp_path):
+def test_two_workers_on_localhost_train_one_run_like_one_process(tiny_data, tmp_path):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     # plain SGD: Adam's first steps (about +-lr per weight) and momentum (about 10x with 0.9)
     # magnify float-level differences of the all-reduced sums in this chaotic tiny model
@@ -53,7 +53,7 @@ def test_two_workers_on_localhost_train_one_run_like_one_process(tiny_run, tmp_p
     # test_two_workers_give_the_weights_of_one_process below. Cross-entropy: a mean over
     # pixels gives the same all-reduced loss per replica or over the global batch (Dice does not)
     common = [*TINY_ARGS, "loss=cross_entropy", "optimizer=sgd", "optimizer.momentum=0.0",
-              "trainer.sync_bn=true", f"paths.data_dir={tiny_run.workdir / 'data'}"]  # fmt: skip
+              "trainer.sync_bn=true", f"paths.data_dir={tiny_data}"]  # fmt: skip
     args = [*common, "tracking.experiment=two_workers", "trainer.strategy=multi_worker"]
     alone = _start_training([*common, "tracking.experiment=one_process"], tmp_path, "alone")
     workers = []
@@ -159,11 +159,11 @@ def test_two_workers_give_the_weights_of_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_lost_worker_fails_the_run_with_one_line_and_keeps_the_last_epoch(tiny_run, tmp_path):
+def test_a_lost_worker_fails_the_run_with_one_line_and_keeps_the_last_epoch(tiny_data, tmp_path):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     args = [*TINY_ARGS, "trainer.epochs=20", "tracking.experiment=lost_worker",
             "trainer.strategy=multi_worker",
-            f"paths.data_dir={tiny_run.workdir / 'data'}"]  # fmt: skip
+            f"paths.data_dir={tiny_data}"]  # fmt: skip
     workers = [_start_training(args, tmp_path, f"out{i}", cluster, i) for i in (0, 1)]
     state = tmp_path / "out0" / "checkpoints" / "train_state.npz"
     deadline = time.monotonic() + 600

@@ -43,8 +43,9 @@ def _new(workdir: Path, name: str, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Three jobs at once: SIGTERM just after the run opens, a disk that fills up while the
-    state of epoch 2 is written, SIGTERM while the final model is logged."""
+    """Four jobs at once: SIGTERM just after the run opens, a disk that fills up while the
+    state of epoch 2 is written, SIGTERM while the final model is logged, Ctrl-C twice while
+    the train step is traced."""
     workdir = tmp_path_factory.mktemp("run_faults")
     (workdir / "data").mkdir()
     started = {
@@ -54,6 +55,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
                             "disk_full_in_save:2"),
         "model_log": _start(workdir, _new(workdir, "model_log", "trainer.epochs=1",
                                           "tracking.log_model=true"), "sigterm_at:model_log"),
+        "trace": _start(workdir, _new(workdir, "trace", "trainer.epochs=1"),
+                        "sigint_twice_at:trace"),
     }  # fmt: skip
     done = {name: _finish(process) for name, process in started.items()}
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
@@ -72,6 +75,21 @@ def _one_line(stderr: str, start: str) -> str:
     assert "Traceback" not in stderr, stderr[-3000:]
     (line,) = [x for x in stderr.splitlines() if x.startswith(start)]
     return line
+
+
+def test_a_second_ctrl_c_while_the_step_is_traced_ends_the_run_killed_in_one_line(runs):
+    done, run_id, folder = _job(runs, "trace")
+    assert done.returncode == 130, done.stderr[-3000:]
+    assert "SIGINT received: saving a checkpoint after this step" in done.stderr  # the first
+    line = _one_line(done.stderr, "segexp: SIGINT:")
+    assert line == (
+        "segexp: SIGINT: stopped at once; the run is marked KILLED and its state is saved."
+    )
+    assert f"to continue it: python -m segexp.train resume={folder}" in done.stderr
+    run = runs["client"].get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.params["backbone.name"] == "tiny"  # what was logged before it reached MLflow
+    assert not list((folder / "tracking" / "outbox").glob("*.json"))
 
 
 def test_sigterm_after_the_run_opens_ends_it_killed_and_it_resumes(runs):

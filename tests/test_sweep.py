@@ -12,12 +12,12 @@ from tests.conftest import TINY_ARGS
 
 
 @pytest.mark.slow
-def test_a_sweep_is_one_parent_with_a_child_per_job_and_a_summary(tmp_path, tiny_run):
+def test_a_sweep_is_one_parent_with_a_child_per_job_and_a_summary(tmp_path, tiny_data):
     args = [a for a in TINY_ARGS if not a.startswith(("trainer.epochs", "tracking.experiment"))]
     done = subprocess.run(
         [sys.executable, "-m", "segexp.train", "-m", "aspp.rates=[6,12,18],[12,24,36]",
          "trainer.epochs=0,1", *args, "tracking.log_model=false", "tracking.experiment=sweep",
-         f"paths.data_dir={tiny_run.workdir / 'data'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+         f"paths.data_dir={tiny_data}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
         env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
     )  # fmt: skip
@@ -66,7 +66,7 @@ def test_a_sweep_is_one_parent_with_a_child_per_job_and_a_summary(tmp_path, tiny
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
-def _sweep(tmp_path, tiny_run, *args):
+def _sweep(tmp_path, tiny_data, *args):
     base = [
         a
         for a in TINY_ARGS
@@ -74,16 +74,16 @@ def _sweep(tmp_path, tiny_run, *args):
     ]
     return subprocess.run(
         [sys.executable, "-m", "segexp.train", "-m", *args, *base, "tracking.log_model=false",
-         f"paths.data_dir={tiny_run.workdir / 'data'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+         f"paths.data_dir={tiny_data}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
         env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
     )  # fmt: skip
 
 
 @pytest.mark.slow
-def test_optuna_search_logs_the_best_parameters_of_its_best_child(tmp_path, tiny_run):
+def test_optuna_search_logs_the_best_parameters_of_its_best_child(tmp_path, tiny_data):
     done = _sweep(
-        tmp_path, tiny_run, "hparams_search=deeplab_optuna", "hydra.sweeper.n_trials=2",
+        tmp_path, tiny_data, "hparams_search=deeplab_optuna", "hydra.sweeper.n_trials=2",
         "hydra.sweeper.params.backbone='choice(tiny)'", "trainer.epochs=1",
         "tracking.experiment=optuna",
     )  # fmt: skip
@@ -103,9 +103,9 @@ def test_optuna_search_logs_the_best_parameters_of_its_best_child(tmp_path, tiny
 
 
 @pytest.mark.slow
-def test_parallel_joblib_jobs_on_a_fresh_store(tmp_path, tiny_run):
+def test_parallel_joblib_jobs_on_a_fresh_store(tmp_path, tiny_data):
     done = _sweep(
-        tmp_path, tiny_run, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        tmp_path, tiny_data, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
         "backbone=tiny", "optimizer=adam,sgd", "trainer.epochs=1",
         "tracking.experiment=parallel",
     )  # fmt: skip

@@ -8,7 +8,7 @@ import pytest
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import SHARED_RUN_ARGS, TINY_ARGS, TINY_EPOCHS, run_segexp
+from tests.conftest import TINY_ARGS, TINY_EPOCHS, run_segexp
 
 METRICS = [
     "train/loss",
@@ -43,14 +43,12 @@ def test_run_finished_with_config_params_and_model_size(logged):
     _, run = logged
     assert run.info.status == RunStatus.to_string(RunStatus.FINISHED)
     params = run.data.params
-    assert params["backbone.name"] == "mobilenetv2"
+    assert params["backbone.name"] == "tiny"
     assert params["aspp.rates"] == "[6, 12, 18]"
     assert params["image_size"] == "64"
     assert params["optimizer._target_"] == "keras.optimizers.Adam"
     assert int(params["model.total_params"]) > int(params["model.trainable_params"]) > 0
-    assert run.info.run_name == " ".join(
-        a for a in SHARED_RUN_ARGS if not a.startswith("tracking.")
-    )
+    assert run.info.run_name == " ".join(a for a in TINY_ARGS if not a.startswith("tracking."))
 
 
 def test_run_tags_name_versions_dataset_and_output(logged, tiny_run):

@@ -12,6 +12,8 @@ process fail at an exact, repeatable point. Unset (always, outside tests), it do
     sigterm_at:POINT    send itself SIGTERM at a named point outside the training loop:
                         run_open (the run is open, nothing logged yet), model_log (while the
                         final model is being logged)
+    sigint_twice_at:trace send itself SIGINT twice while the train step is traced (a second
+                        Ctrl-C during graph tracing; the loss's Python runs only then)
 """
 
 import errno
@@ -71,3 +73,10 @@ def at(point: str) -> None:
     """Called at a named point outside the training loop."""
     if _fault() == ("sigterm_at", point):
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def while_tracing() -> None:
+    """Called from the loss's Python body, which runs only while a step is traced."""
+    if _fault() == ("sigint_twice_at", "trace"):
+        for _ in range(2):  # the first asks for a stop after the step, the second stops now
+            os.kill(os.getpid(), signal.SIGINT)

@@ -10,6 +10,8 @@ from hydra.utils import instantiate
 from keras import ops
 from omegaconf import DictConfig
 
+from segexp.training import faults
+
 
 def median_frequency_weights(histogram: np.ndarray) -> np.ndarray:
     """SegNet's median-frequency balancing: weight_c = median(freq) / freq_c over present classes.
@@ -58,6 +60,7 @@ class PixelLoss(keras.losses.Loss):
         self.num_classes, self.ignore_index = num_classes, ignore_index
 
     def call(self, y_true: object, y_pred: object) -> object:
+        faults.while_tracing()
         labels, log_probs, valid = _flatten(y_true, y_pred, self.num_classes, self.ignore_index)
         return _per_sample(self.batch_loss(labels, log_probs, valid), y_true)
 
