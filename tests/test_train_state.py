@@ -101,3 +101,26 @@ def test_optimizer_slots_match_by_name_whatever_scope_built_them(tmp_path):
     load_state(tmp_path, fresh)
     for a, b in zip(trained.optimizer.variables, fresh.optimizer.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_fresh_fit_makes_the_optimizer_and_metric_variables_before_the_first_step(tmp_path):
+    """Made in the traced step instead, they make TensorFlow trace it twice."""
+    import tensorflow as tf
+
+    from segexp.training.loop import _restored
+
+    model = _model()
+    model.compile(keras.optimizers.Adam(1e-2), "mse", metrics=[keras.metrics.MeanAbsoluteError()])
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 8, 8, 3)), rng.normal(size=(4, 8, 8, 2))
+    data = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y.astype("float32"))).batch(2)
+    before = [w.copy() for w in model.get_weights()]
+    assert not model.optimizer.built
+    metric_variables = len(model.metrics_variables)
+    progress, sums = _restored(model, lambda epoch, skip: data, tmp_path, resume=False)
+    assert (progress, sums) == (Progress(), [])
+    assert model.optimizer.built and len(model.optimizer.variables) > 1
+    assert len(model.metrics_variables) == metric_variables + 2  # the MAE's total and count
+    assert int(model.optimizer.iterations.numpy()) == 0  # no step was taken
+    for old, new in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
