@@ -82,6 +82,23 @@ def test_aspp_rates_filters_pooling_and_dropout_options():
     assert "aspp_dropout" not in [layer.name for layer in pooled.layers]
 
 
+def test_the_resnet50_model_saved_as_keras_loads_and_predicts_the_same(tmp_path):
+    """The default backbone (a keras.applications network inside the model) through the .keras
+    file that checkpoints, MLflow model logging and segexp.predict use."""
+    from segexp.inference.model_source import load_model
+
+    model = build_deeplabv3plus(resnet50(), num_classes=3, aspp_filters=8)
+    images = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    path = tmp_path / "best.keras"
+    model.save(path)
+    loaded = load_model(str(path)).keras_model
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(images)),
+        keras.ops.convert_to_numpy(model(images)),
+        atol=1e-5,
+    )
+
+
 def test_local_weights_file_is_loaded(tmp_path):
     source = keras.applications.MobileNetV2(
         include_top=False, weights=None, input_shape=(None, None, 3)
