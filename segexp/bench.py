@@ -29,7 +29,7 @@ def main(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"bench.{key}={value!r} is not allowed: must be an integer >= {least}"
             )
-    configure_tensorflow_env()
+    configure_tensorflow_env(bool(cfg.get("verbose", False)))
     figures, ratios, notes = measure(cfg)
     section = report(cfg, figures, ratios, notes)
     print(section)

@@ -1,22 +1,26 @@
-"""`python -m segexp.compare experiment=NAME` (or `parent=RUN_ID`): runs side by side.
+"""`python -m segexp.compare [experiment=NAME | parent=RUN_ID]`: runs side by side.
 
 Prints the runs sorted by best val/mean_iou with only the params that differ between them, and
-writes a figure of their val/mean_iou curves. Reads MLflow through its client, so it works on a
-SQLite store and a tracking server alike. `--format text|csv|markdown`.
+writes a figure of their val/mean_iou curves. With no selection it compares the experiment
+`python -m segexp.train` logs to (conf/tracking/mlflow.yaml's `experiment`). Reads MLflow through
+its client, so it works on a SQLite store and a tracking server alike. `--format text|csv|markdown`.
+MLflow is imported after the arguments are parsed, so `--help` and argument errors are fast.
 """
+
+from __future__ import annotations
 
 import argparse
 import csv
 import io
 import sys
 from pathlib import Path
-
-from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from segexp.errors import SegexpError
-from segexp.tracking.summary import METRIC, baseline_cells, best_value, curves_figure, trivial_note
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 # Params that differ between any two runs but say nothing about the experiment.
 _IGNORED = ("paths.", "hydra.", "trainer.checkpoint_dir", "tracking.run_name")
@@ -24,6 +28,8 @@ _IGNORED = ("paths.", "hydra.", "trainer.checkpoint_dir", "tracking.run_name")
 
 def select_runs(client: MlflowClient, experiment: str | None, parent: str | None) -> list[Run]:
     """The training runs of an experiment (sweep parents left out) or the children of a parent."""
+    from mlflow.exceptions import MlflowException
+
     if parent:
         try:
             experiment_id = client.get_run(parent).info.experiment_id
@@ -55,6 +61,8 @@ def differing_params(runs: list[Run]) -> list[str]:
 def table(client: MlflowClient, runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: rank, run name, status, best val/mean_iou, the trivial baseline and
     whether the run beats it, the differing params, run id."""
+    from segexp.tracking.summary import METRIC, baseline_cells, best_value
+
     params = differing_params(runs)
     scored = sorted(
         ((best_value(client, r), r) for r in runs),
@@ -87,25 +95,87 @@ def render(header: list[str], rows: list[list[str]], fmt: str) -> str:
     ) + "\n"  # fmt: skip
 
 
+def default_experiment() -> str:
+    """The experiment `python -m segexp.train` logs to: conf/tracking/mlflow.yaml's `experiment`."""
+    from omegaconf import OmegaConf
+
+    from segexp.config import CONFIG_DIR
+
+    return str(OmegaConf.load(CONFIG_DIR / "tracking" / "mlflow.yaml").experiment)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: an optional selection and the options, each with its help line."""
+    experiment = default_experiment()
+    parser = argparse.ArgumentParser(
+        prog="python -m segexp.compare",
+        description=(
+            "Runs side by side: a table of the runs, best val/mean_iou first, with the params\n"
+            "that differ between them, and a figure of their val/mean_iou curves."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m segexp.compare                            # the runs of experiment "
+            f"{experiment}\n"
+            "  python -m segexp.compare experiment=optimizers --format markdown\n"
+            "  python -m segexp.compare parent=PARENT_RUN_ID --figure sweep.png  # a sweep's jobs"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "selection",
+        nargs="?",
+        default=f"experiment={experiment}",
+        help="experiment=NAME (its training runs) or parent=RUN_ID (the jobs of a sweep); "
+        f"default: experiment={experiment}, the experiment python -m segexp.train logs to",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "csv", "markdown"),
+        default="text",
+        help="how the table is printed on stdout: aligned text (default), CSV or Markdown",
+    )
+    parser.add_argument(
+        "--figure",
+        type=Path,
+        default=Path("compare_val_mean_iou.png"),
+        metavar="PNG",
+        help="PNG file the val/mean_iou curves are written to (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow store to read (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)",
+    )
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse `experiment=NAME` / `parent=ID` and options, print the table, write the figure."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("selection", help="experiment=NAME or parent=RUN_ID")
-    parser.add_argument("--format", choices=("text", "csv", "markdown"), default="text")
-    parser.add_argument("--figure", type=Path, default=Path("compare_val_mean_iou.png"))
-    parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
-    args = parser.parse_args(argv)
+    """Parse the selection and options, print the table, write the figure."""
+    cli = parser()
+    args = cli.parse_args(argv)
     key, _, value = args.selection.partition("=")
     if key not in ("experiment", "parent") or not value:
-        parser.error(f"{args.selection!r}: expected experiment=NAME or parent=RUN_ID")
+        cli.error(f"{args.selection!r}: expected experiment=NAME or parent=RUN_ID")
 
     from segexp.tracking.store import check_store, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if db is not None and not db.exists():  # MLflow would create an empty store here
+        raise SystemExit(
+            f"error: {args.selection}: no runs to compare, the store {uri} does not exist "
+            "(python -m segexp.train creates it; --tracking-uri picks another store)"
+        )
     try:
         check_store(uri, writable=False)  # compare only reads
     except SegexpError as err:  # names the URI
         raise SystemExit(f"error: {err}") from None
+
+    from mlflow.tracking import MlflowClient
+
+    from segexp.tracking.summary import curves_figure, trivial_note
+
     client = MlflowClient(uri)
     runs = select_runs(
         client, value if key == "experiment" else None, value if key == "parent" else None
@@ -114,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {args.selection}: no runs to compare")
     header, rows = table(client, runs)
     sys.stdout.write(render(header, rows, args.format))
-    curves_figure(client, runs).savefig(args.figure, dpi=100)
+    title = f"experiment {value}: val/mean_iou per run" if key == "experiment" else None
+    curves_figure(client, runs, title).savefig(args.figure, dpi=100)
     sys.stdout.flush()  # the table first, then the notes on stderr
     note = trivial_note(runs)
     if note:

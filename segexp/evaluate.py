@@ -6,6 +6,7 @@ else into a new run tagged with the model it evaluated.
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,6 +17,9 @@ from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.inference import validate_inference_config
 from segexp.data.cache import SampleCache, make_cache
 from segexp.errors import SegexpError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 EVAL_PREFIX = "eval"
 
@@ -37,7 +41,7 @@ def evaluate(cfg: DictConfig) -> float:
     """Evaluate `cfg.model` on `cfg.split`; return the mean IoU."""
     validate_config(cfg)
     validate_inference_config(cfg, ("model", "split", "worst_images", "tta"))
-    configure_tensorflow_env()
+    configure_tensorflow_env(bool(cfg.get("verbose", False)))
     import mlflow
 
     from segexp.evaluation.report import write_report
@@ -99,28 +103,42 @@ def _score(
 def _log(
     cfg: DictConfig, uri: str, loaded: object, metrics: dict[str, float], output: Path
 ) -> None:
-    """The eval/ metrics and files, into the training run when `model` is a run id, else into
-    a new run tagged with the model it evaluated."""
+    """The eval/ metrics and files, into the training run when `model` is a run id (through the
+    client: the run keeps its status, start and end time), else into a new run tagged with the
+    model it evaluated."""
     import mlflow
 
     from segexp.tracking.store import ensure_experiment
 
     into_training_run = loaded.run_id is not None and not str(cfg.model).startswith("models:/")
     if into_training_run:
-        run = mlflow.start_run(run_id=loaded.run_id)
+        run_id = loaded.run_id
+        _log_into(mlflow.MlflowClient(uri), run_id, metrics, output)
     else:
         experiment = ensure_experiment(uri, cfg.tracking.experiment)
-        run = mlflow.start_run(
+        with mlflow.start_run(
             experiment_id=experiment,
             run_name=f"evaluate {cfg.model}",
             tags={"segexp.evaluated_model": loaded.source, "segexp.task": "evaluate"},
-        )
-    with run:
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifacts(str(output), artifact_path=EVAL_PREFIX)
-        run_id = run.info.run_id
+        ) as run:
+            run_id = run.info.run_id
+            _log_into(mlflow.MlflowClient(uri), run_id, metrics, output)
     where = "the training run" if into_training_run else "a new run"
     print(f"logged {EVAL_PREFIX}/ metrics and files into {where} {run_id}; files in {output}")
+
+
+def _log_into(client: "MlflowClient", run_id: str, metrics: dict[str, float], output: Path) -> None:
+    """Metrics (one batch per 100, step 0) and the output folder under eval/, without opening
+    or ending the run."""
+    import time
+
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    items = [Metric(key, float(value), stamp, 0) for key, value in metrics.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, metrics=items[start : start + 100])
+    client.log_artifacts(run_id, str(output), artifact_path=EVAL_PREFIX)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")

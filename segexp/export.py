@@ -42,7 +42,7 @@ def export(cfg: DictConfig) -> Path:
     if output.exists():
         raise SegexpError(f"output={output} exists already; choose a new path")
     require_writable(output)
-    configure_tensorflow_env()
+    configure_tensorflow_env(bool(cfg.get("verbose", False)))
     import mlflow
 
     from segexp.inference.model_source import load_model

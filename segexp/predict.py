@@ -94,7 +94,7 @@ def predict(cfg: DictConfig) -> int:
     cannot be read is named on stderr and skipped; the call then fails at the end, counting them."""
     validate_config(cfg)
     validate_inference_config(cfg, ("model", "input", "output", "tta"))
-    configure_tensorflow_env()
+    configure_tensorflow_env(bool(cfg.get("verbose", False)))
     import keras
     import mlflow
 

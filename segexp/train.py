@@ -11,7 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from segexp.cli import configure_tensorflow_env, error_lines, run_app
+from segexp.cli import configure_tensorflow_env, console_kept_in_job_log, error_lines, run_app
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.warnings import config_warnings
 from segexp.errors import SegexpError, caused_by_signal, signal_behind
@@ -32,9 +32,18 @@ _FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 _NOT_IN_RUN_NAME = ("tracking.", "paths.", "hydra.")
 
 
-def run_name_from_overrides(overrides: list[str]) -> str | None:
-    """'backbone=mobilenetv2 image_size=64' from the command line; None when there is nothing."""
+def run_name_from_overrides(
+    overrides: list[str], sweep: tuple[list[str], int] | None = None
+) -> str | None:
+    """'backbone=mobilenetv2 image_size=64' from the command line; None when there is nothing.
+    In a sweep (`sweep`: its varying keys and the job number, read from the sweep folder when
+    not given): the varying overrides first, then '#<job number>', e.g. 'optimizer=sgd #1'."""
+    from segexp.tracking.sweep import child_run_name, sweep_naming
+
     kept = [o for o in overrides if not o.lstrip("+~").startswith(_NOT_IN_RUN_NAME)]
+    sweep = sweep or sweep_naming()
+    if sweep is not None:
+        return child_run_name(kept, *sweep)
     return " ".join(kept) or None
 
 
@@ -59,7 +68,7 @@ def train(cfg: DictConfig) -> float:
         check_store(resolve_tracking_uri(cfg.tracking.uri, Path.cwd()))  # before TensorFlow
     for warning in config_warnings(cfg):
         print(f"warning: {warning}", file=sys.stderr)
-    configure_tensorflow_env()
+    configure_tensorflow_env(bool(cfg.get("verbose", False)))
     from segexp.errors import Interrupted
     from segexp.tracking.store import ui_command
     from segexp.training.job import run_training  # imports TensorFlow
@@ -128,17 +137,19 @@ def _stopped(stop: BaseException, output_dir: Path) -> int:
 def main(cfg: DictConfig) -> float:
     """Hydra task: train one configuration; the returned float is what a sweeper optimizes."""
     parent = parent_run_id()
-    try:
-        return train(cfg)
-    except SegexpError as err:
-        if parent is None:
-            raise SystemExit(error_lines(err)) from None
-        # In a sweep: record the job as a FAILED child and let Hydra go on with the next job.
-        _record_failed_job(cfg, parent, str(err))
-        raise
-    finally:
-        if parent is not None and "keras" in sys.modules:  # release TensorFlow state per job
-            sys.modules["keras"].backend.clear_session()
+    with console_kept_in_job_log():
+        try:
+            return train(cfg)
+        except SegexpError as err:
+            if parent is None:
+                raise SystemExit(error_lines(err)) from None
+            # In a sweep: record the job as a FAILED child and let Hydra go on with the next job.
+            print(error_lines(err), file=sys.stderr)  # kept in the job's log too
+            _record_failed_job(cfg, parent, str(err))
+            raise
+        finally:
+            if parent is not None and "keras" in sys.modules:  # release TensorFlow state per job
+                sys.modules["keras"].backend.clear_session()
 
 
 def _record_failed_job(cfg: DictConfig, parent: str, error: str) -> None:

@@ -70,7 +70,6 @@ TINY_ARGS = [
     "aspp.filters=16",
     f"trainer.epochs={TINY_EPOCHS}",
     "trainer.batch_size=4",
-    "trainer.verbose=2",
     "dataset.num_train=8",
     "dataset.num_val=4",
     "dataset.min_size=48",

@@ -13,11 +13,40 @@ def test_render_formats_agree_on_the_cells():
 
 
 def test_unknown_selection_and_missing_experiment_are_one_line_errors(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
         main(["runs=abc"])
-    with pytest.raises(SystemExit, match="experiment=nope does not exist"):
-        main(["experiment=nope", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    with pytest.raises(SystemExit, match="no runs to compare, the store .* does not exist"):
+        main(["experiment=nope", "--tracking-uri", uri])
+    assert not (tmp_path / "m.db").exists()
+    MlflowClient(uri).search_experiments()  # an empty store
+    with pytest.raises(SystemExit) as caught:
+        main(["experiment=nope", "--tracking-uri", uri])
+    assert str(caught.value) == "error: experiment=nope does not exist; experiments: Default"
+
+
+def test_no_selection_compares_the_experiment_training_logs_to(tmp_path, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from segexp.compare import default_experiment
+
+    assert default_experiment() == "segexp"  # conf/tracking/mlflow.yaml's tracking.experiment
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # the default store
+    other = client.create_experiment("other", artifact_location=str(tmp_path / "art"))
+    client.create_run(other, run_name="elsewhere")
+    experiment = client.create_experiment("segexp", artifact_location=str(tmp_path / "art"))
+    run = client.create_run(experiment, run_name="default-run")
+    client.log_metric(run.info.run_id, "val/mean_iou", 0.3, step=1)
+    client.set_terminated(run.info.run_id)
+    assert main([]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[1] for line in out.splitlines()[1:]] == ["default-run"]
+    assert "curves: compare_val_mean_iou.png" in err
+    assert (tmp_path / "compare_val_mean_iou.png").stat().st_size > 0
 
 
 def test_runs_that_do_not_beat_the_baseline_are_marked(tmp_path, monkeypatch, capsys):

@@ -280,6 +280,15 @@ def test_run_name_keeps_experiment_overrides_only():
     assert run_name_from_overrides(["tracking.uri=sqlite:///x.db"]) is None
 
 
+def test_sweep_run_name_leads_with_the_varying_overrides_and_numbers_the_job():
+    job = ["backbone=mobilenetv2", "image_size=64", "optimizer=sgd", "paths.data_dir=/d"]
+    name = run_name_from_overrides(job, sweep=(["optimizer", "trainer.epochs"], 3))
+    assert name == "optimizer=sgd #3"
+    # nothing varies (a one-job multirun): every override stays, and the number
+    everything = "backbone=mobilenetv2 image_size=64 optimizer=sgd #0"
+    assert run_name_from_overrides(job, sweep=([], 0)) == everything
+
+
 COMMAND_KEYS = {
     "check": [],
     "evaluate": ["model=" + "a" * 32],

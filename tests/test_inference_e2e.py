@@ -36,13 +36,24 @@ def evaluated(tiny_run, tmp_path_factory):
     """`python -m segexp.evaluate model=<tiny run id>` run once for this module."""
     client, run_id = _run_id(tiny_run)
     out = tmp_path_factory.mktemp("evaluate")
+    before = client.get_run(run_id).info
     done = run_command("evaluate", [f"model={run_id}", f"hydra.run.dir={out}"], tiny_run.workdir)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return client, run_id, out, done
+    return client, run_id, out, done, before
+
+
+def test_evaluate_leaves_the_training_runs_times_and_status_as_they_were(evaluated):
+    client, run_id, _, _, before = evaluated
+    after = client.get_run(run_id)
+    assert (after.info.start_time, after.info.end_time, after.info.status) == (
+        before.start_time, before.end_time, before.status,
+    )  # fmt: skip
+    assert before.end_time is not None and before.status == "FINISHED"
+    assert "eval/mean_iou" in after.data.metrics
 
 
 def test_evaluate_prints_the_table_and_logs_into_the_training_run(evaluated):
-    client, run_id, out, done = evaluated
+    client, run_id, out, done, _ = evaluated
     assert "left-arm" in done.stdout and "mean" in done.stdout and "n/a:" in done.stdout
     metrics = client.get_run(run_id).data.metrics
     last_val = client.get_metric_history(run_id, "val/mean_iou")[-1].value

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -58,6 +59,33 @@ def test_a_record_sent_twice_is_not_doubled(tmp_path):
     assert outbox.flush()
     assert _history(client, outbox.link.run_id, "train/loss") == [(2, 1.5)]
     assert _history(client, outbox.link.run_id, "lr") == [(2, 0.01)]
+
+
+def test_epoch_images_are_log_image_steps_and_a_resend_adds_none(tmp_path):
+    from PIL import Image
+
+    outbox, client = _run(tmp_path)
+    run_id = outbox.link.run_id
+    pixels = {}
+    for step in (1, 2):
+        pixels[step] = np.full((6, 10, 3), 40 * step, np.uint8)
+        path = tmp_path / f"step{step}.png"
+        Image.fromarray(pixels[step]).save(path)
+        outbox.image(path, "val_predictions/0_a", step, timestamp=1_700_000_000_000 + step)
+    copies = [(p.name, p.read_text()) for p in outbox.pending()]
+    assert outbox.flush()
+    for name, text in copies:  # sent again, as after a crash before the records' removal
+        (outbox.folder / name).write_text(text)
+    assert outbox.flush()
+    logged = [a.path for a in client.list_artifacts(run_id, "images")]
+    full = sorted(p for p in logged if p.endswith(".png"))
+    assert len(full) == 2 and len(logged) == 4  # one PNG and one compressed copy per step
+    for step, path in zip((1, 2), full, strict=True):
+        # MLflow's log_image naming: images/<key, / as ~>+step+<step>+timestamp+<ms>+<uuid>
+        assert path.startswith(f"images/val_predictions~0_a+step+{step}+timestamp+")
+        local = client.download_artifacts(run_id, path, str(tmp_path / f"got{step}"))
+        assert np.array_equal(np.asarray(Image.open(local)), pixels[step])
+    assert client.get_run(run_id).data.tags["mlflow.loggedImages"] == "True"
 
 
 def test_an_unreachable_server_keeps_the_records_and_fails_fast(tmp_path):

@@ -8,7 +8,25 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
+from segexp.tracking.sweep import varying_keys
 from tests.conftest import TINY_ARGS
+
+
+def test_the_keys_a_sweep_varies_come_from_its_overrides_and_its_search_space():
+    overrides = [
+        "backbone=tiny",
+        "aspp.rates=[6,12,18],[12,24,36]",
+        "+trainer.extra=1,2",
+        "optimizer=choice(adam,sgd)",
+        "hydra.sweeper.params.backbone=choice(tiny)",  # the sweeper's space, read below
+        "trainer.epochs=range(1,3)",
+    ]
+    space = {"optimizer.learning_rate": "tag(log, interval(0.0001, 0.01))", "backbone": "x"}
+    assert varying_keys(overrides, space) == [
+        "aspp.rates", "trainer.extra", "optimizer", "trainer.epochs",
+        "optimizer.learning_rate", "backbone",
+    ]  # fmt: skip
+    assert varying_keys(["backbone=tiny"], None) == []
 
 
 @pytest.mark.slow
@@ -33,6 +51,12 @@ def test_a_sweep_is_one_parent_with_a_child_per_job_and_a_summary(tmp_path, tiny
     finished = [r for r in kids if r.info.status == "FINISHED"]
     assert sorted(r.data.params["aspp.rates"] for r in finished) == ["[12, 24, 36]", "[6, 12, 18]"]
     assert all(r.info.run_name.startswith("aspp.rates=[") for r in kids)
+    assert sorted(r.info.run_name for r in kids) == sorted(
+        f"aspp.rates={rates} trainer.epochs={epochs} #{num}"
+        for num, (rates, epochs) in enumerate(
+            (r, e) for r in ("[6,12,18]", "[12,24,36]") for e in (0, 1)
+        )
+    )  # the failed jobs too; the constant overrides (backbone=tiny, ...) left out
     failed = [r for r in kids if r.info.status == "FAILED"]
     assert all("trainer.epochs=0 is not allowed" in r.data.tags["segexp.error"] for r in failed)
     assert parent.info.status == "FAILED"
@@ -100,6 +124,10 @@ def test_optuna_search_logs_the_best_parameters_of_its_best_child(tmp_path, tiny
     assert {"best.optimizer", "best.optimizer.learning_rate", "best.aspp"} <= set(
         parent.data.params
     )
+    # named by the search space's keys, not the constant overrides; numbered apart
+    assert sorted(r.info.run_name.rsplit(" ", 1)[1] for r in kids) == ["#0", "#1"]
+    assert all("optimizer.learning_rate=" in r.info.run_name for r in kids)
+    assert not any("image_size=" in r.info.run_name for r in kids)
 
 
 @pytest.mark.slow
@@ -118,4 +146,7 @@ def test_parallel_joblib_jobs_on_a_fresh_store(tmp_path, tiny_data):
         "keras.optimizers.Adam",
         "keras.optimizers.SGD",
     ]
+    # backbone=tiny comes first on the command line but is the same in every job: the names
+    # lead with the override that varies, and the job number keeps them apart
+    assert sorted(r.info.run_name for r in kids) == ["optimizer=adam #0", "optimizer=sgd #1"]
     assert all(len(client.get_metric_history(r.info.run_id, "val/mean_iou")) == 1 for r in kids)

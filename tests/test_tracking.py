@@ -53,6 +53,16 @@ def test_flatten_params_nests_keys_and_stringifies_lists_within_limits():
     assert len(flat["long"]) == records.MAX_PARAM_VALUE
 
 
+def test_choice_params_name_each_group_option_once(tmp_path):
+    config = {"optimizer": {"_target_": "keras.optimizers.SGD"}, "backbone": {"name": "tiny"}}
+    assert records.choice_params(tmp_path, config) == {}  # a run composed without Hydra
+    records.keep_choices(
+        tmp_path,
+        {"optimizer": "sgd", "backbone": "tiny", "experiment": None, "hydra/launcher": "basic"},
+    )
+    assert records.choice_params(tmp_path, config) == {"optimizer.name": "sgd"}
+
+
 def test_keras_log_names_map_to_segexp_metric_names():
     renamed = metric_names(
         {

@@ -1,6 +1,7 @@
 """One tiny `python -m segexp.train` run, inspected through MlflowClient and the output folder."""
 
 import re
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -51,8 +52,112 @@ def test_run_finished_with_config_params_and_model_size(logged):
     assert run.info.run_name == " ".join(a for a in TINY_ARGS if not a.startswith("tracking."))
 
 
-def test_run_tags_name_versions_dataset_and_output(logged, tiny_run):
+def test_group_options_are_params_by_their_names(logged):
     _, run = logged
+    params = run.data.params
+    # the defaults of conf/common.yaml, by option name rather than by _target_ path
+    assert params["optimizer.name"] == "adam"
+    assert params["loss.name"] == "ce_dice"
+    assert params["schedule.name"] == "constant"
+    assert params["aspp.name"] == "default"
+    assert params["backbone.name"] == "tiny"  # the group's own `name` key, kept
+    assert not any(k.startswith(("hydra.", "experiment.", "hparams_search.")) for k in params)
+
+
+def test_val_predictions_are_image_sliders_with_a_step_per_epoch(logged, tiny_run, tmp_path):
+    from PIL import Image
+
+    client, run = logged
+    pngs = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    pngs = [p for p in pngs if p.endswith(".png")]
+    steps: dict[str, list[int]] = {}
+    for path in pngs:  # images/<key, / as ~>+step+<step>+timestamp+<ms>+<uuid>.png
+        key, _, step = path.removeprefix("images/").split("+")[:3]
+        steps.setdefault(key, []).append(int(step))
+    # tracking.num_prediction_samples=2 fixed val images, each logged once per epoch
+    assert len(steps) == 2 and all(k.startswith("val_predictions~") for k in steps)
+    assert all(sorted(s) == list(range(1, TINY_EPOCHS + 1)) for s in steps.values())
+    val_sizes = {
+        Image.open(p).size for p in (tiny_run.workdir / "data").glob("synthetic/*/val/images/*")
+    }
+    for key in steps:  # image | truth | prediction, 4 px apart, at a val image's own size
+        sizes = {
+            Image.open(client.download_artifacts(run.info.run_id, p, str(tmp_path))).size
+            for p in pngs if p.startswith(f"images/{key}+")
+        }  # fmt: skip
+        assert len(sizes) == 1, "the same image every epoch"
+        width, height = sizes.pop()
+        assert ((width - 8) // 3, height) in val_sizes and (width - 8) % 3 == 0
+
+
+def test_system_metrics_are_sampled_through_the_run(logged):
+    import psutil
+
+    client, run = logged
+    cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    assert [m.step for m in sorted(cpu, key=lambda m: m.step)] == list(range(len(cpu)))
+    assert len(cpu) >= 1 and all(0.0 <= m.value <= 100.0 for m in cpu)
+    memory = client.get_metric_history(run.info.run_id, "system/system_memory_usage_megabytes")
+    total_mb = psutil.virtual_memory().total / 1e6
+    assert len(memory) == len(cpu) and all(0 < m.value <= total_mb for m in memory)
+    span = (run.info.start_time, run.info.end_time)
+    assert all(span[0] <= m.timestamp <= span[1] for m in cpu), "while the run ran"
+
+
+def test_the_best_and_last_checkpoints_are_logged_models_with_their_epochs_val_metrics(logged):
+    client, run = logged
+    run_id = run.info.run_id
+    history = {
+        key: {m.step: m.value for m in client.get_metric_history(run_id, key)}
+        for key in ("val/mean_iou", "val/loss", "train/loss", "val/iou/background")
+    }
+    ious = history["val/mean_iou"]
+    best_epoch = min(ious, key=lambda step: (-ious[step], step))  # the first highest
+    found = client.search_logged_models(
+        [run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND metrics.`val/mean_iou` >= 0",
+        order_by=[{"field_name": "metrics.val/mean_iou", "ascending": False}],
+    )
+    models = {m.name: m for m in found}
+    assert sorted(models) == ["best", "model"]  # the best checkpoint's, the last one's
+    assert found[0].name == "best" or ious[TINY_EPOCHS] == ious[best_epoch]
+    for name, epoch in (("best", best_epoch), ("model", TINY_EPOCHS)):
+        # MLflow links the run's step-0 metrics (the baseline) itself; segexp those of the epoch
+        assert {m.step for m in models[name].metrics} - {0} == {epoch}, name
+        linked = {m.key: m for m in models[name].metrics if m.step == epoch}
+        for key, values in history.items():
+            assert linked[key].value == values[epoch], (name, key)
+        assert not any(key.startswith("system/") for key in linked)
+
+
+def test_the_piped_console_is_plain_lines_kept_in_the_job_log_and_in_mlflow(
+    logged, tiny_run, tmp_path
+):
+    client, run = logged
+    shown = tiny_run.process.stdout + tiny_run.process.stderr
+    assert not re.search(r"[\r\b\x1b]", shown), "no bar redraws or colour codes in a file"
+    for startup in (
+        "absl::InitializeLog", "cuInit", "oneDNN", "Unable to register", "cudart",
+        "INFO mlflow", "alembic", "Creating initial", "Downloading artifacts",
+        "type hint", "CloudPickle", "WARNING",
+    ):  # fmt: skip
+        assert startup not in shown, startup
+    epochs = re.findall(r"^Epoch \d+/\d+ - .*$", tiny_run.process.stdout, re.M)
+    assert [e.split()[1] for e in epochs] == [f"{k}/{TINY_EPOCHS}" for k in
+                                              range(1, TINY_EPOCHS + 1)]  # fmt: skip
+    assert all(" - val_mean_iou: " in e and " - lr: " in e for e in epochs)
+    job_log = (tiny_run.output_dir / "train.log").read_text()
+    assert all(e in job_log.splitlines() for e in epochs)
+    assert "finished" in job_log  # the summary, after the run ended
+    logged_log = client.download_artifacts(run.info.run_id, "train.log", str(tmp_path))
+    kept = Path(logged_log).read_text().splitlines()
+    assert all(e in kept for e in epochs), "the job log is an artifact of the run"
+
+
+def test_run_tags_name_versions_dataset_and_output(logged, tiny_run):
+    client, run = logged
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # UI: runs
     tags = run.data.tags
     assert tags["dataset"] == "synthetic"
     assert tags["hydra.output_dir"] == str(tiny_run.output_dir.resolve())
@@ -77,9 +182,11 @@ def test_figures_checkpoint_and_hydra_folder_are_logged(logged):
     client, run = logged
     artifacts = set(_artifacts(client, run.info.run_id))
     assert {
-        "plots/learning_curves.png",
-        "plots/val_predictions.png",
+        "learning_curves.png",
+        "val_predictions.png",
+        "class_iou.png",
         "checkpoints/best.keras",
+        "train.log",
         ".hydra/config.yaml",
         ".hydra/overrides.yaml",
         ".hydra/hydra.yaml",
@@ -97,6 +204,20 @@ def test_checkpoints_stay_in_the_output_folder_and_best_one_loads(tiny_run):
     assert (checkpoints / "last.keras").is_file()
     model = keras.saving.load_model(checkpoints / "best.keras")
     assert model(np.zeros((1, 64, 64, 3), np.float32)).shape == (1, 64, 64, 20)
+
+
+def test_a_checkpoint_loads_in_a_fresh_python_with_the_documented_one_liner(tiny_run):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from segexp.models import load_keras; "
+        "model = load_keras(sys.argv[1]); print(model.output_shape)"
+    )
+    path = tiny_run.output_dir / "checkpoints" / "last.keras"
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "(None, None, None, 20)"  # 20 synthetic classes
 
 
 def test_logged_model_loads_with_pyfunc_and_returns_label_maps(logged, tiny_run, tmp_path):

@@ -50,6 +50,7 @@ def _check_trainer(c: Checker) -> None:
     c.check("trainer.batch_size", lambda v: is_int(v) and v > 0, _POSITIVE_INT)
     c.check("trainer.seed", is_int, "must be an integer")
     c.check("trainer.verbose", lambda v: v in ("auto", 0, 1, 2), "must be auto, 0, 1 or 2")
+    c.check("verbose", lambda v: isinstance(v, bool), "must be true or false")
     c.check("trainer.deterministic", lambda v: isinstance(v, bool), "must be true or false")
     c.check("trainer.precision", lambda v: v in PRECISIONS, f"must be {', '.join(PRECISIONS)}")
     c.check("trainer.jit_compile", lambda v: isinstance(v, bool), "must be true or false")

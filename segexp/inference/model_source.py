@@ -42,12 +42,12 @@ class LoadedModel:
 
 
 def _load_keras(path: Path) -> keras.Model:
-    import segexp.models.layers  # noqa: F401
+    from segexp.models import load_keras
 
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
         raise SegexpError(f"model={path}: not a Keras model file (a .keras file is a zip archive)")
     try:
-        return keras.saving.load_model(path, compile=False)
+        return load_keras(path)
     except (OSError, ValueError) as err:
         raise SegexpError(f"model={path}: cannot load a Keras model ({err})") from None
 

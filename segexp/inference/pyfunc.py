@@ -21,9 +21,11 @@ from segexp.tracking.run_folder import RunLink
 _PACKAGE_DIR = Path(segexp.__file__).resolve().parent  # travels with the model (code_paths)
 
 
-def log_segmentation_model(link: RunLink, checkpoint: Path, config: Mapping[str, Any]) -> None:
-    """Log the model to run `run_id` as a pyfunc model: uint8 RGB (N, H, W, 3) of any size ->
-    (N, H, W) class ids. Called by the outbox when it sends a model record.
+def log_segmentation_model(
+    link: RunLink, checkpoint: Path, config: Mapping[str, Any], name: str = "model"
+) -> None:
+    """Log the model to the run as the pyfunc LoggedModel `name`: uint8 RGB (N, H, W, 3) of
+    any size -> (N, H, W) class ids. Called by the outbox when it sends a model record.
 
     The Keras checkpoint is its artifact and `config` (image size, stride, class names,
     colormap, ...) its model config and metadata; segexp's code travels with it (code_paths).
@@ -34,12 +36,13 @@ def log_segmentation_model(link: RunLink, checkpoint: Path, config: Mapping[str,
     )
     with warnings.catch_warnings():  # the signature is explicit; no example image is needed
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
-        _log_pyfunc(link, checkpoint, config, signature)
+        _log_pyfunc(link, checkpoint, config, signature, name)
 
 
 def _log_pyfunc(
-    link: RunLink, checkpoint: Path, config: Mapping[str, Any], signature: ModelSignature
-) -> None:
+    link: RunLink, checkpoint: Path, config: Mapping[str, Any], signature: ModelSignature,
+    name: str,
+) -> None:  # fmt: skip
     import keras
     import tensorflow as tf
 
@@ -49,7 +52,7 @@ def _log_pyfunc(
     mlflow.set_experiment(experiment_id=link.experiment_id)  # where the logged model goes
     Model.log(  # mlflow.pyfunc.log_model, for a given run rather than the active one
         artifact_path=None,
-        name="model",
+        name=name,
         flavor=mlflow.pyfunc,
         run_id=link.run_id,
         python_model=SegmentationModel(),

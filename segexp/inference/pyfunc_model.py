@@ -32,8 +32,14 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
             size_multiple=int(config["output_stride"]),
         )
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):  # noqa: ANN001, ANN201
-        """Label maps of a batch of images (or of one image without the batch axis)."""
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: np.ndarray,
+        params: dict[str, Any] | None = None,
+    ) -> np.ndarray:
+        """Label maps of a batch of images (or of one image without the batch axis). The
+        ndarray hint tells MLflow not to infer or check a schema (the logged one stands)."""
         if isinstance(model_input, dict):  # a named-tensor schema hands over {"image": array}
             model_input = model_input.get("image", next(iter(model_input.values())))
         images = np.asarray(model_input)

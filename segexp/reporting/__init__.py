@@ -1,2 +1,2 @@
-"""Reporting: matplotlib figures (learning curves, predictions, confusion matrix, class
-histogram). Imports nothing of segexp."""
+"""Reporting: matplotlib figures (learning curves, per-class IoU, predictions, confusion matrix,
+class histogram). Imports nothing of segexp outside this package."""

@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,18 @@ from segexp import atomic
 from segexp.errors import caused_by_signal
 from segexp.tracking.run_folder import TRACKING_DIR, RunLink
 from segexp.tracking.send_errors import Unsendable, describe, is_permanent
+from segexp.tracking.sending import (
+    MAX_BATCH,
+    ModelSender,
+    link_model_metrics,
+    send_image,
+    send_inputs,
+    send_model,
+)
 
 UNSENT_TAG = "segexp.unsent"  # set while records MLflow refused wait in tracking/rejected/
-MAX_BATCH = 100  # MLflow's limit on params (and a safe number of metrics) per log_batch
+MODEL_NAME = "model"  # the run's LoggedModel of the last checkpoint (runs:/<id>/model)
+BEST_MODEL_NAME = "best"  # its LoggedModel of the best checkpoint
 QUICK_HTTP = {  # while sending: fail fast instead of MLflow's minutes of retries
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
@@ -55,10 +65,6 @@ def _sending() -> Iterator[None]:
                 os.environ[key] = value
 
 
-# (the run's link, the Keras checkpoint, the model config) -> the model logged to the run
-ModelSender = Callable[[RunLink, Path, Mapping[str, Any]], None]
-
-
 class Outbox:
     """The journal of one run: `record_*` writes a record to disk, `flush` sends what waits.
 
@@ -79,11 +85,13 @@ class Outbox:
         self.last_error: str | None = None  # why the last flush stopped, if it did
         self.client = MlflowClient(link.tracking_uri)
         self._last = 0  # name of the last record written (nanoseconds), to keep them ordered
+        self._naming = threading.Lock()
 
     # -- recording -------------------------------------------------------------------------
     def _record(self, kind: str, **fields: Any) -> None:
-        self._last = max(time.time_ns(), self._last + 1)
-        path = self.folder / f"{self._last:020d}-{kind}.json"
+        with self._naming:  # records also come from the system-metrics thread
+            self._last = max(time.time_ns(), self._last + 1)
+            path = self.folder / f"{self._last:020d}-{kind}.json"
         atomic.write_text(path, json.dumps({"kind": kind, **fields}) + "\n")
 
     def params(self, params: Mapping[str, Any]) -> None:
@@ -111,12 +119,28 @@ class Outbox:
         folder = str(Path(artifact_file).parent)
         self.artifact(local, None if folder == "." else folder)
 
+    def image(self, path: Path, key: str, step: int, timestamp: int) -> None:
+        """A PNG file as step `step` of the image slider `key` (MLflow's log_image)."""
+        self._record(
+            "image", path=str(Path(path).resolve()), key=key, step=int(step),
+            timestamp=int(timestamp),
+        )  # fmt: skip
+
     def inputs(self, datasets: list[dict[str, Any]]) -> None:
         """Dataset inputs: dicts of name, digest, source (a folder), context, tags."""
         self._record("inputs", datasets=datasets)
 
-    def model(self, checkpoint: Path, config: Mapping[str, Any]) -> None:
-        self._record("model", checkpoint=str(Path(checkpoint).resolve()), config=dict(config))
+    def model(
+        self, checkpoint: Path, config: Mapping[str, Any], step: int | None = None,
+        name: str = MODEL_NAME,
+    ) -> None:  # fmt: skip
+        """The checkpoint as the run's logged model `name`; with `step` (its epoch), the run's
+        metrics of that step become the LoggedModel's metrics (search_logged_models finds it by
+        them)."""
+        self._record(
+            "model", checkpoint=str(Path(checkpoint).resolve()), config=dict(config), step=step,
+            name=name,
+        )  # fmt: skip
 
     def status(self, status: str) -> None:
         """The run's final status (FINISHED, FAILED, KILLED), sent after everything else."""
@@ -124,7 +148,8 @@ class Outbox:
 
     # -- sending ---------------------------------------------------------------------------
     def pending(self) -> list[Path]:
-        return sorted(self.folder.glob("*.json"))
+        """The records waiting, oldest first (not a record still being written: .*.partial)."""
+        return sorted(p for p in self.folder.glob("*.json") if not p.name.startswith("."))
 
     def rejected(self) -> list[Path]:
         """Records MLflow refused (each with its error), kept in tracking/rejected/."""
@@ -233,60 +258,19 @@ class Outbox:
                 self.client.log_artifact(run_id, str(local), record["artifact_path"])
             else:
                 raise Unsendable(f"{local} to upload is gone")
+        elif kind == "image":
+            send_image(self.client, run_id, record)
         elif kind == "inputs":
-            self._send_inputs(record["datasets"])
+            send_inputs(self.client, run_id, record["datasets"])
         elif kind == "model":
-            self._send_model(Path(record["checkpoint"]), record["config"])
+            name = record.get("name", MODEL_NAME)
+            checkpoint, config = Path(record["checkpoint"]), record["config"]
+            send_model(self.client, self.link, self.send_model, checkpoint, config, name)
+            if record.get("step") is not None:
+                link_model_metrics(self.client, self.link, name, int(record["step"]))
         elif kind == "status":
             self.client.set_terminated(run_id, record["status"], record["end_time"])
             if UNSENT_TAG in self.client.get_run(run_id).data.tags:  # sent at last
                 self.client.delete_tag(run_id, UNSENT_TAG)
         else:
             raise ValueError(f"unknown outbox record kind {kind!r}")
-
-    def _send_inputs(self, datasets: list[dict[str, Any]]) -> None:
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.data.sources import LocalArtifactDatasetSource
-        from mlflow.entities import DatasetInput, InputTag
-
-        run = self.client.get_run(self.link.run_id)
-        have = {
-            (i.dataset.name, i.dataset.digest)
-            for i in (run.inputs.dataset_inputs if run.inputs else [])
-        }
-        for spec in datasets:
-            if (spec["name"], spec["digest"]) in have:
-                continue
-            entity = MetaDataset(
-                source=LocalArtifactDatasetSource(spec["source"]),
-                name=spec["name"],
-                digest=spec["digest"],
-            )._to_mlflow_entity()
-            tags = [InputTag("mlflow.data.context", spec["context"])]
-            tags += [InputTag(k, v) for k, v in spec.get("tags", {}).items()]
-            self._log_input_retrying(DatasetInput(dataset=entity, tags=tags))
-
-    def _log_input_retrying(self, dataset_input: Any, attempts: int = 5) -> None:
-        """Parallel jobs logging the same dataset race to insert its row into a SQLite store
-        (UNIQUE constraint failed); the retry finds the row the winner wrote."""
-        for attempt in range(attempts):
-            try:
-                self.client.log_inputs(self.link.run_id, datasets=[dataset_input])
-                return
-            except Exception as err:
-                if "UNIQUE constraint failed" not in str(err) or attempt == attempts - 1:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
-
-    def _send_model(self, checkpoint: Path, config: Mapping[str, Any]) -> None:
-        existing = self.client.search_logged_models(
-            [self.link.experiment_id], filter_string=f"source_run_id = '{self.link.run_id}'"
-        )
-        mine = [m for m in existing if m.name == "model"]
-        if any(str(m.status) == "READY" for m in mine):
-            return
-        for broken in mine:  # PENDING or FAILED: a process died or failed while logging it
-            self.client.delete_logged_model(broken.model_id)
-        if self.send_model is None:
-            raise RuntimeError("this outbox was opened without a model sender")
-        self.send_model(self.link, checkpoint, config)

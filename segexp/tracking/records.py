@@ -46,6 +46,30 @@ def log_config(outbox: Outbox, config: Mapping[str, Any]) -> None:
     outbox.params(flatten_params({k: v for k, v in config.items() if k != "resume"}))
 
 
+CHOICES_FILE = "choices.json"  # under tracking/: the config group options the run was composed of
+
+
+def keep_choices(output_dir: Path, choices: Mapping[str, str | None]) -> None:
+    """Write the run's group choices (Hydra's runtime.choices) beside its resolved config, when
+    the run is opened: a resumed run logs the same `<group>.name` params from this file."""
+    atomic.write_text(output_dir / TRACKING_DIR / CHOICES_FILE, json.dumps(dict(choices)) + "\n")
+
+
+def choice_params(output_dir: Path, config: Mapping[str, Any]) -> dict[str, str]:
+    """`<group>.name` params ('optimizer.name': 'adam') for the run's group choices, except
+    Hydra's own groups, empty choices and groups whose config has a `name` key already."""
+    path = output_dir / TRACKING_DIR / CHOICES_FILE
+    if not path.is_file():
+        return {}
+    taken = flatten_params(config)
+    params = {}
+    for group, choice in json.loads(path.read_text()).items():
+        key = f"{group.replace('/', '.')}.name"
+        if choice is not None and not group.startswith("hydra/") and key not in taken:
+            params[key[:MAX_PARAM_KEY]] = str(choice)
+    return params
+
+
 def keep_resolved_config(output_dir: Path, config: Mapping[str, Any]) -> None:
     """Write the resolved config where `resume=` reads it, before the run is opened: a run
     stopped at any point after it exists can be resumed."""
@@ -128,6 +152,17 @@ def log_figure(outbox: Outbox, figure: Figure, path: str) -> None:
     plt.close(figure)
     folder = str(Path(path).parent)
     outbox.artifact(local, None if folder == "." else folder)
+
+
+def log_epoch_image(outbox: Outbox, image: np.ndarray, key: str, step: int, timestamp: int) -> None:
+    """An RGB uint8 image as step `step` of MLflow's image slider `key`; its PNG is kept under
+    tracking/files/images/ (the record holds only the path)."""
+    from PIL import Image
+
+    local = outbox.files / "images" / f"{key.replace('/', '~')}+step+{step}.png"
+    with atomic.replacing(local) as temporary:
+        Image.fromarray(np.asarray(image, np.uint8)).save(temporary, format="PNG")
+    outbox.image(local, key, step, timestamp)
 
 
 def log_files(outbox: Outbox, checkpoint: Path, hydra_dir: Path) -> None:

@@ -160,8 +160,13 @@ def _creation_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+# The MLflow 3 UI opens an experiment of this kind on its training runs (not the GenAI overview).
+TRAINING_EXPERIMENT = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(uri: str, name: str) -> str:
-    """Return the id of experiment `name`, creating it (with an explicit artifact folder)."""
+    """Return the id of experiment `name`, creating it (with an explicit artifact folder, and
+    marked as a model-training experiment for the UI)."""
     mlflow.set_tracking_uri(uri)
     with _creation_lock(uri), failing_when_locked(uri):
         return _ensure_experiment(MlflowClient(uri), uri, name)
@@ -192,7 +197,9 @@ def _ensure_experiment(client: MlflowClient, uri: str, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_location_for(uri))
+            return client.create_experiment(
+                name, artifact_location=artifact_location_for(uri), tags=TRAINING_EXPERIMENT
+            )
         except MlflowException:  # created meanwhile by a parallel job
             experiment = client.get_experiment_by_name(name)
             if experiment is None:

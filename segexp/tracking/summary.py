@@ -78,22 +78,95 @@ def as_markdown(rows: list[list[str]], note: str | None = None) -> str:
     return table + (f"\n{note}\n" if note else "")
 
 
-def curves_figure(client: MlflowClient, runs: list[Run]) -> object:
-    """val/mean_iou by epoch, one line per child."""
-    from matplotlib.figure import Figure
+_LINE_STYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")  # 9: prime to the 10 colours
+_LABEL_WIDTH = 40  # legend labels wrap at this many characters
+_LEGEND_INSIDE = 6  # more curves than this: the legend goes right of the axes
 
-    figure = Figure(figsize=(8, 4.5), layout="constrained")
-    ax = figure.subplots()
-    for run in runs:
-        history = client.get_metric_history(run.info.run_id, METRIC)
+
+def _run_labels(runs: list[Run]) -> tuple[list[str], str]:
+    """Legend labels that keep only the overrides that differ between the runs' names (a run
+    name is its overrides, space-separated), wrapped; and the overrides all runs share.
+
+    Labels that would still be equal get the run id's first 8 characters."""
+    import textwrap
+
+    names = [(run.info.run_name or "").split() for run in runs]
+    common = [t for t in dict.fromkeys(names[0] if names else []) if all(t in n for n in names)]
+    if len(runs) < 2:
+        common = []
+    labels = [" ".join(t for t in n if t not in common) or "(shared settings only)" for n in names]
+    counts = {label: labels.count(label) for label in labels}
+    labels = [
+        f"{label} [{run.info.run_id[:8]}]" if counts[label] > 1 else label
+        for label, run in zip(labels, runs, strict=True)
+    ]
+    return [textwrap.fill(label, _LABEL_WIDTH) for label in labels], " ".join(common)
+
+
+def _common_baseline(runs: list[Run]) -> float | None:
+    """The runs' val/baseline_mean_iou when they all logged the same one (same val split)."""
+    values = {round(r.data.metrics[BASELINE_METRIC], 6) for r in runs
+              if BASELINE_METRIC in r.data.metrics}  # fmt: skip
+    return values.pop() if len(values) == 1 else None
+
+
+def curves_figure(
+    client: MlflowClient,
+    runs: list[Run],
+    title: str | None = None,
+    *,
+    metric: str = METRIC,
+) -> object:
+    """`metric` (val/mean_iou) by epoch, one line per run, each in its own colour, line style and
+    (hollow) marker so equal curves stay apart; legend labels keep what differs between the run
+    names (what all share is written under the title), beside the axes when there are many
+    runs; the shared trivial baseline as a dotted line; whole epochs on the axis.
+
+    `title` defaults to the sweep's; a comparison of a whole experiment passes its own."""
+    import textwrap
+
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    labels, common = _run_labels(runs)
+    curves = {}  # run index -> (steps, values)
+    for i, run in enumerate(runs):
+        history = client.get_metric_history(run.info.run_id, metric)
         if history:
-            steps, values = zip(*sorted((m.step, m.value) for m in history), strict=True)
-            ax.plot(steps, values, marker="o", label=(run.info.run_name or run.info.run_id)[:60])
+            curves[i] = tuple(zip(*sorted((m.step, m.value) for m in history), strict=True))
+    outside = len(curves) > _LEGEND_INSIDE
+    figure = Figure(figsize=(11 if outside else 8, 4.8), layout="constrained")
+    ax = figure.subplots()
+    first_of: dict[tuple, int] = {}  # a curve's values -> the first run that drew them
+    for i, (steps, values) in curves.items():
+        label = labels[i]
+        same = first_of.setdefault((steps, values), i)
+        if same != i:  # drawn over an earlier line: say so (the marker sizes differ too)
+            label += "\n(same values as " + textwrap.shorten(labels[same], 30) + ")"
+        ax.plot(steps, values, label=label, color=f"C{i % 10}",
+                ls=_LINE_STYLES[(i // 10 + i) % len(_LINE_STYLES)],
+                marker=_MARKERS[i % len(_MARKERS)], ms=9 - 2 * (i % 3), mfc="none", mew=1.3,
+                lw=1.6, alpha=0.9)  # fmt: skip
+    epochs = max((max(steps) for steps, _ in curves.values()), default=0)
+    baseline = _common_baseline(runs) if metric == METRIC else None
+    if baseline is not None and ax.lines:
+        ax.axhline(baseline, color="0.3", ls=":", lw=1.2, label=f"trivial baseline {baseline:.3f}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if epochs:
+        ax.set_xlim(0.5, epochs + 0.5)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(METRIC)
-    ax.set_title("sweep: val mean IoU per child")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    figure.suptitle(title or f"sweep: {metric} per child")
+    if common:
+        ax.set_title(textwrap.fill(f"all runs: {common}", 110), fontsize="small", loc="left")
     if ax.lines:
-        ax.legend(fontsize="x-small")
+        if outside:
+            figure.legend(fontsize="small", loc="outside right upper",
+                          ncol=1 if len(ax.lines) <= 16 else 2)  # fmt: skip
+        else:
+            ax.legend(fontsize="small")
     return figure
 
 

@@ -7,6 +7,7 @@ process exits after a failed job, the parent gets a summary of its children and 
 """
 
 import atexit
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -15,9 +16,52 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder: the parent run's id
+KEYS_FILE = "sweep_keys.json"  # in the sweep folder: the override keys that vary across jobs
+
+
+def override_key(override: str) -> str:
+    """The key (or group) an override sets: 'aspp.rates' for '+aspp.rates=[6,12]'."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def varying_keys(overrides: list[str], sweeper_params: dict[str, Any] | None) -> list[str]:
+    """The keys a sweep varies: those of its sweep overrides on the command line ('a=1,2',
+    'choice(...)', ranges) and of the sweeper's own search space (hydra.sweeper.params)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    keys = [
+        override_key(o.get_key_element())
+        for o in parsed
+        if o.is_sweep_override() and not o.get_key_element().startswith("hydra.")
+    ]
+    keys += [str(k) for k in (sweeper_params or {})]
+    return list(dict.fromkeys(k for k in keys if k))
+
+
+def child_run_name(overrides: list[str], varying: list[str], job_num: int) -> str:
+    """A sweep job's run name: the overrides the sweep varies, then '#<job number>' (unique
+    within the sweep); the constant ones are left out (the parent run holds the command).
+    With nothing varying, every override is kept."""
+    swept = [o for o in overrides if override_key(o) in varying]
+    return " ".join([*(swept or overrides), f"#{job_num}"])
+
+
+def sweep_naming() -> tuple[list[str], int] | None:
+    """(the keys the sweep varies, this job's number) in a multirun job whose sweep callback
+    noted them; None outside a sweep."""
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN:
+        return None
+    marker = Path(hydra.sweep.dir) / KEYS_FILE
+    if not marker.is_file():
+        return None
+    return list(json.loads(marker.read_text())), int(hydra.job.num)
 
 
 def parent_run_id() -> str | None:
@@ -60,6 +104,12 @@ class MlflowSweep(Callback):
         )
         self.parent = run.info.run_id
         (self.sweep_dir / PARENT_FILE).write_text(self.parent + "\n")
+        sweeper_params = OmegaConf.select(config, "hydra.sweeper.params")
+        keys = varying_keys(
+            list(config.hydra.overrides.task),
+            OmegaConf.to_container(sweeper_params) if sweeper_params is not None else None,
+        )
+        (self.sweep_dir / KEYS_FILE).write_text(json.dumps(keys) + "\n")
         atexit.register(self._finish, "FAILED")  # a failed job stops Hydra before on_multirun_end
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

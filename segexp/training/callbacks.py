@@ -207,6 +207,8 @@ class EpochEnd(keras.callbacks.Callback):
         timestamp = int(time.time() * 1000)
         for key, value in logs.items():
             progress.history.setdefault(key, []).append(float(value))
+        if "lr" not in logs:  # the learning curves' lr panel
+            progress.history.setdefault("lr", []).append(float(metrics["lr"]))
         progress.epochs.append({"metrics": metrics, "timestamp": timestamp})
         agree = run.coordination.agree
         watched = float(logs.get(run.best.key, float("nan")))
@@ -232,18 +234,6 @@ class EpochEnd(keras.callbacks.Callback):
         stop_now = agree(run.stop.requested)
         if stop_now and epoch + 1 < run.epochs and not progress.stopped_early:
             raise run.stop.interrupted(f"after epoch {epoch + 1}")
-
-
-class EpochProgbar(keras.callbacks.ProgbarLogger):
-    """Keras' progress bar, numbering epochs over the whole run (fit runs one epoch at a time)."""
-
-    def __init__(self, epochs: int) -> None:
-        super().__init__()
-        self.total_epochs = epochs
-
-    def set_params(self, params: dict) -> None:
-        super().set_params(params)
-        self.epochs = self.total_epochs
 
 
 def end_epoch_without_steps(

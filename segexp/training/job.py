@@ -12,17 +12,19 @@ import keras
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
+from segexp import console
 from segexp.data.checks import dataset_digest
 from segexp.evaluation.baseline import Baseline, majority_class_baseline
 from segexp.evaluation.evaluator import Evaluator
 from segexp.inference.pyfunc import log_segmentation_model, model_card
 from segexp.reporting import plots
 from segexp.tracking import records
-from segexp.tracking.outbox import Outbox
+from segexp.tracking.outbox import BEST_MODEL_NAME, Outbox
 from segexp.tracking.run import finishing, open_run, reopen_run
 from segexp.tracking.run_folder import RunLink, training_lock
 from segexp.tracking.store import check_store, ensure_experiment, resolve_tracking_uri
 from segexp.tracking.summary import BASELINE_METRIC, TRIVIAL_TAG
+from segexp.tracking.system_metrics import system_metrics
 from segexp.training import faults
 from segexp.training.build import build_compiled_model
 from segexp.training.callbacks import (
@@ -38,6 +40,7 @@ from segexp.training.distribute import (
     is_multi_worker,
     workers_of,
 )
+from segexp.training.figures import EpochPredictions, log_figures
 from segexp.training.interrupts import stop_on_signals
 from segexp.training.loop import TrainResult, fit
 from segexp.training.monitor import Watch, early_stop, watched_metrics
@@ -163,6 +166,7 @@ def open_job_run(
         return reopen_run(output_dir, _send_model)
     uri = resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
     records.keep_resolved_config(output_dir, OmegaConf.to_container(cfg, resolve=True))
+    records.keep_choices(output_dir, group_choices())
     tags = records.run_tags(cfg.dataset.name, output_dir)
     return open_run(
         uri, experiment_id, cfg.tracking.run_name or run_name, tags, output_dir, parent_run_id,
@@ -170,10 +174,20 @@ def open_job_run(
     )  # fmt: skip
 
 
-def _send_model(link: RunLink, checkpoint: Path, config: dict) -> None:
+def group_choices() -> dict[str, str | None]:
+    """The config group options this job was composed of (Hydra's runtime.choices); empty
+    when the config was not composed by a Hydra command."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return dict(HydraConfig.get().runtime.choices)
+
+
+def _send_model(link: RunLink, checkpoint: Path, config: dict, name: str) -> None:
     """The outbox's model sender: the pyfunc model (with a fault hook for the tests)."""
     faults.at("model_log")
-    log_segmentation_model(link, checkpoint, config)
+    log_segmentation_model(link, checkpoint, config, name)
 
 
 def log_run_start(outbox: Outbox, job: Job) -> Baseline:
@@ -182,6 +196,9 @@ def log_run_start(outbox: Outbox, job: Job) -> Baseline:
     cfg, dataset = job.cfg, job.dataset
     resolved = OmegaConf.to_container(cfg, resolve=True)
     records.log_config(outbox, resolved)
+    choices = records.choice_params(outbox.output_dir, resolved)  # optimizer.name: adam, ...
+    if choices:
+        outbox.params(choices)
     records.log_resolved_config(outbox, resolved)
     records.log_dataset(outbox, dataset, dataset_digest(dataset), job.histograms)
     baseline = majority_class_baseline(dataset, job.histograms)
@@ -204,37 +221,20 @@ def log_run_start(outbox: Outbox, job: Job) -> Baseline:
     return baseline
 
 
-def log_figures(
-    outbox: Outbox, model: keras.Model, job: Job, result: TrainResult, after_epoch: Validation
-) -> None:
-    """Learning curves, and the first tracking.num_prediction_samples val images with truth and
-    prediction overlaid, as the last validation read and scored them (each at its own size)."""
-    dataset = job.dataset
-    records.log_figure(outbox, plots.learning_curves(result.history), "plots/learning_curves.png")
-    if not after_epoch.samples:  # resumed after the last epoch: no validation ran here
-        after_epoch.set_model(model)
-        after_epoch.evaluate()
-    samples = after_epoch.samples
-    figure = plots.prediction_figure(
-        [s.image for s in samples],
-        [s.label for s in samples],
-        [s.predicted for s in samples],
-        dataset.colormap,
-        dataset.class_names,
-        dataset.ignore_index,
-        row_titles=[f"{s.path.name}: mean IoU {s.mean_iou:.3f}" for s in samples],
-    )
-    records.log_figure(outbox, figure, "plots/val_predictions.png")
-
-
 def log_run_end(outbox: Outbox, job: Job, result: TrainResult, baseline: Baseline) -> None:
-    """Whether the model beat the trivial baseline, the best checkpoint and .hydra/, the model."""
+    """Whether the model beat the trivial baseline, the best checkpoint, .hydra/ and the job log,
+    the model."""
     cfg = job.cfg
     trivial = not baseline.beaten_by(result.best_val_mean_iou)
     outbox.tags({TRIVIAL_TAG: str(trivial).lower()})
     records.log_files(outbox, result.best_checkpoint, Path(cfg.paths.output_dir) / ".hydra")
+    job_log = console.job_log_path()  # every console line so far (sent when the run ends)
+    if job_log is not None and job_log.is_file():
+        outbox.artifact(job_log)
     if cfg.tracking.log_model:
-        outbox.model(result.last_checkpoint, model_card(cfg, job.dataset))
+        card = model_card(cfg, job.dataset)  # the best checkpoint, then the last (runs:/<id>/model)
+        outbox.model(result.best_checkpoint, card, result.best_epoch, name=BEST_MODEL_NAME)
+        outbox.model(result.last_checkpoint, card, result.epochs_run)
 
 
 def run_training(
@@ -266,7 +266,7 @@ def _train_as_chief(
     experiment_id = check_tracking(cfg, resume)
     job = prepare_job(cfg, workers)
     outbox = open_job_run(cfg, run_name, parent_run_id, experiment_id)
-    with finishing(outbox, cfg.tracking.retry_timeout_s):
+    with finishing(outbox, cfg.tracking.retry_timeout_s), system_metrics(outbox, resume):
         faults.at("run_open")
         baseline = log_run_start(outbox, job)
 
@@ -274,12 +274,12 @@ def _train_as_chief(
             after_epoch = validation(job, keep_first=cfg.tracking.num_prediction_samples)
             model, result = train_job(
                 job,
-                [records.EpochLogger(outbox)],
+                [EpochPredictions(outbox, after_epoch, job), records.EpochLogger(outbox)],
                 resume,
                 log_model=lambda m: records.log_model_size(outbox, m),
                 after_epoch=after_epoch,
             )
-            log_figures(outbox, model, job, result, after_epoch)
+            log_figures(outbox, model, job, result, after_epoch, baseline)
             return model, result
 
         try:

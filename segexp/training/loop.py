@@ -16,7 +16,6 @@ from segexp.training.callbacks import (
     EpochBatches,
     EpochEnd,
     EpochListener,
-    EpochProgbar,
     FitRun,
     StepGuard,
     Validation,
@@ -25,6 +24,7 @@ from segexp.training.callbacks import (
 )
 from segexp.training.interrupts import StopRequest
 from segexp.training.monitor import MEAN_IOU, EarlyStop, Watch
+from segexp.training.progress import EpochLine, EpochProgbar, plain_lines
 from segexp.training.state import Progress, has_state, load_state
 
 
@@ -40,6 +40,8 @@ class TrainResult:
     last_checkpoint: Path
     epochs_run: int
     stopped_early: bool = False
+    # per epoch, what was logged: segexp metric names (val/iou/<class>, lr, ...) -> value
+    epoch_metrics: tuple[dict[str, float], ...] = ()
 
 
 def _has_batches(data: "tf.data.Dataset | tf.distribute.DistributedDataset") -> bool:
@@ -80,6 +82,7 @@ def fit(
         model, write_dir, steps_per_epoch, epochs, progress, validation, best, early_stop,
         stop, listeners, coordination, before_validation,
     )  # fmt: skip
+    display = _display(verbose, epochs)
     for epoch in range(progress.epochs_done, epochs):
         if progress.stopped_early:
             break
@@ -90,24 +93,38 @@ def fit(
             metric_sums = []
             continue
         guard = StepGuard(run, epoch, skipped, metric_sums if skipped else [])
-        model.fit(
-            data,
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            callbacks=[
-                guard,
-                *before_validation,
-                validation,
-                EpochEnd(run),
-                EpochProgbar(epochs),
-            ],  # fmt: skip
-            verbose=verbose,
-            shuffle=False,  # each epoch's order comes from `batches`
+        _fit_epoch(
+            model, data, epoch, [guard, *before_validation, validation, EpochEnd(run)], display
         )
         metric_sums = []
     if not progress.epochs:
         raise SegexpError(f"{checkpoint_dir}: the run has no finished epoch to report")
     return _result(progress, best, run)
+
+
+def _fit_epoch(
+    model: keras.Model, data: "tf.data.Dataset | tf.distribute.DistributedDataset", epoch: int,
+    callbacks: list[keras.callbacks.Callback], display: list[keras.callbacks.Callback],
+) -> None:  # fmt: skip
+    """One epoch of Keras' fit (numbered `epoch`), the console's callbacks last."""
+    model.fit(
+        data,
+        initial_epoch=epoch,
+        epochs=epoch + 1,
+        callbacks=[*callbacks, *display],
+        verbose=0 if not display or isinstance(display[0], EpochLine) else 1,
+        shuffle=False,  # each epoch's order comes from `batches`
+    )
+
+
+def _display(verbose: str | int, epochs: int) -> list[keras.callbacks.Callback]:
+    """The console's callbacks (one set for the whole run): none for verbose=0, one plain line
+    per epoch for 2 or a file, else Keras' bar and a line with the learning rate and ETA."""
+    if verbose == 0:
+        return []
+    if plain_lines(verbose):
+        return [EpochLine(epochs)]
+    return [EpochProgbar(epochs), EpochLine(epochs, with_scores=False)]
 
 
 def _build_step_variables(
@@ -154,4 +171,5 @@ def _result(progress: Progress, best: Watch, run: FitRun) -> TrainResult:
         last_checkpoint=run.last_path,
         epochs_run=len(progress.epochs),
         stopped_early=progress.stopped_early,
+        epoch_metrics=tuple(dict(e["metrics"]) for e in progress.epochs),
     )
