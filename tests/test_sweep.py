@@ -8,7 +8,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from segexp.tracking.sweep import varying_keys
+from segexp.tracking.sweep import sweep_run_name, varying_keys
 from tests.conftest import TINY_ARGS
 
 
@@ -29,6 +29,15 @@ def test_the_keys_a_sweep_varies_come_from_its_overrides_and_its_search_space():
     assert varying_keys(["backbone=tiny"], None) == []
 
 
+def test_a_sweeps_parent_run_is_named_by_what_it_varies():
+    overrides = ["backbone=tiny", "optimizer=adam,sgd", "aspp.rates=[6,12,18],[12,24,36]"]
+    varying = varying_keys(overrides, {"optimizer.learning_rate": "interval(0.0001, 0.01)"})
+    assert sweep_run_name(overrides, varying) == (
+        "sweep optimizer=adam,sgd aspp.rates=[6,12,18],[12,24,36] optimizer.learning_rate"
+    )
+    assert sweep_run_name(["backbone=tiny"], []) == "sweep"
+
+
 @pytest.mark.slow
 def test_a_sweep_is_one_parent_with_a_child_per_job_and_a_summary(tmp_path, tiny_data):
     args = [a for a in TINY_ARGS if not a.startswith(("trainer.epochs", "tracking.experiment"))]
@@ -45,6 +54,7 @@ def test_a_sweep_is_one_parent_with_a_child_per_job_and_a_summary(tmp_path, tiny
     parents = [r for r in runs if r.data.tags.get("segexp.task") == "sweep"]
     assert len(parents) == 1, done.stderr[-3000:]
     parent = parents[0]
+    assert parent.info.run_name == "sweep aspp.rates=[6,12,18],[12,24,36] trainer.epochs=0,1"
     kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(kids) == 4 and len(runs) == 5
     assert sorted(r.info.status for r in kids) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]

@@ -42,6 +42,15 @@ def varying_keys(overrides: list[str], sweeper_params: dict[str, Any] | None) ->
     return list(dict.fromkeys(k for k in keys if k))
 
 
+def sweep_run_name(overrides: list[str], varying: list[str]) -> str:
+    """The parent run's name: 'sweep ' and what the sweep varies, as typed ('sweep
+    optimizer=adam,sgd'; a search space's keys when it comes from the sweeper)."""
+    swept = [o for o in overrides if override_key(o) in varying]
+    typed = {override_key(o) for o in swept}
+    named = " ".join([*swept, *(k for k in varying if k not in typed)])
+    return f"sweep {named}"[:200].rstrip() if named else "sweep"
+
+
 def child_run_name(overrides: list[str], varying: list[str], job_num: int) -> str:
     """A sweep job's run name: the overrides the sweep varies, then '#<job number>' (unique
     within the sweep); the constant ones are left out (the parent run holds the command).
@@ -93,9 +102,14 @@ class MlflowSweep(Callback):
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         command = "python -m segexp.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        sweeper_params = OmegaConf.select(config, "hydra.sweeper.params")
+        keys = varying_keys(
+            list(config.hydra.overrides.task),
+            OmegaConf.to_container(sweeper_params) if sweeper_params is not None else None,
+        )
         run = MlflowClient(self.uri).create_run(
             experiment_id,
-            run_name=f"sweep {self.sweep_dir.name}",
+            run_name=sweep_run_name(list(config.hydra.overrides.task), keys),
             tags={
                 "segexp.task": "sweep",
                 "segexp.sweep_dir": str(self.sweep_dir.resolve()),
@@ -104,11 +118,6 @@ class MlflowSweep(Callback):
         )
         self.parent = run.info.run_id
         (self.sweep_dir / PARENT_FILE).write_text(self.parent + "\n")
-        sweeper_params = OmegaConf.select(config, "hydra.sweeper.params")
-        keys = varying_keys(
-            list(config.hydra.overrides.task),
-            OmegaConf.to_container(sweeper_params) if sweeper_params is not None else None,
-        )
         (self.sweep_dir / KEYS_FILE).write_text(json.dumps(keys) + "\n")
         atexit.register(self._finish, "FAILED")  # a failed job stops Hydra before on_multirun_end
 
