@@ -160,3 +160,18 @@ def test_a_sweep_with_cfg_job_is_one_error_line_not_a_traceback(tmp_path):
         "pick one value per key), -m runs the sweep"
     ]
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "required"), [("evaluate", ["model"]), ("export", ["model", "output"])]
+)
+def test_a_missing_key_is_said_once_and_kept_in_the_job_log(command, required, tmp_path):
+    done, _ = run(["-m", f"segexp.{command}"], tmp_path)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    assert errors == [
+        f"error: {key} is required: set it on the command line, e.g. {key}=VALUE"
+        for key in required
+    ]
+    logs = list((tmp_path / "outputs").rglob(f"{command}.log"))
+    assert len(logs) == 1 and logs[0].read_text().splitlines() == errors

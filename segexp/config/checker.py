@@ -47,8 +47,9 @@ class Checker:
         """The value at `key` if it passes `ok`; a problem is recorded otherwise (value None)."""
         try:
             value = get(self.cfg, key)
-        except ConfigError as err:  # required (???) or absent
-            self.problems.append(str(err))
+        except ConfigError as err:  # required (???) or absent: said once per key
+            if str(err) not in self.problems:
+                self.problems.append(str(err))
             return None
         if not ok(value):
             self.fail(key, value, allowed)
