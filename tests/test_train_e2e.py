@@ -157,7 +157,7 @@ def test_the_piped_console_is_plain_lines_kept_in_the_job_log_and_in_mlflow(
 def test_run_tags_name_versions_dataset_and_output(logged, tiny_run):
     client, run = logged
     experiment = client.get_experiment(run.info.experiment_id)
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # UI: runs
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # training
     tags = run.data.tags
     assert tags["dataset"] == "synthetic"
     assert tags["hydra.output_dir"] == str(tiny_run.output_dir.resolve())

@@ -160,13 +160,14 @@ def _creation_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-# The MLflow 3 UI opens an experiment of this kind on its training runs (not the GenAI overview).
+# MLflow 3's experiment type (the UI's "Experiment type"): model training, not GenAI. The 3.17 UI
+# still opens on its GenAI overview until "Model training" is pressed once (the browser keeps it).
 TRAINING_EXPERIMENT = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def ensure_experiment(uri: str, name: str) -> str:
     """Return the id of experiment `name`, creating it (with an explicit artifact folder, and
-    marked as a model-training experiment for the UI)."""
+    typed as a model-training experiment)."""
     mlflow.set_tracking_uri(uri)
     with _creation_lock(uri), failing_when_locked(uri):
         return _ensure_experiment(MlflowClient(uri), uri, name)
