@@ -70,7 +70,7 @@ def train(cfg: DictConfig) -> float:
         print(f"warning: {warning}", file=sys.stderr)
     configure_tensorflow_env(bool(cfg.get("verbose", False)))
     from segexp.errors import Interrupted
-    from segexp.tracking.store import ui_command
+    from segexp.tracking.store import run_page, ui_command
     from segexp.training.job import run_training  # imports TensorFlow
 
     run_name = run_name_from_overrides(list(HydraConfig.get().overrides.task))
@@ -104,7 +104,8 @@ def train(cfg: DictConfig) -> float:
         f"{cfg.trainer.best.monitor} {best.best_value:.4f} at epoch {best.best_epoch}"
         f" of {best.epochs_run}\n"
         f"  checkpoints in {best.best_checkpoint.parent}\n"
-        f"  to browse it: {ui_command(job.tracking_uri)}"
+        f"  to browse it: {ui_command(job.tracking_uri)}\n"
+        f"  then open {run_page(job.tracking_uri, job.experiment_id, job.run_id)}"
     )
     if not job.baseline.beaten_by(best.best_val_mean_iou):
         print(f"  {job.baseline.warning(best.best_val_mean_iou)}")

@@ -242,6 +242,8 @@ def test_summary_reports_run_id_best_score_and_ui_command(logged, tiny_run):
     printed = float(re.search(r"best val/mean_iou ([0-9.]+)", out).group(1))
     assert printed == pytest.approx(best, abs=1e-4)
     assert f"mlflow ui --backend-store-uri {tiny_run.tracking_uri}" in out
+    page = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert f"  then open {page}" in out.splitlines()
 
 
 @pytest.mark.slow

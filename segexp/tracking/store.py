@@ -40,6 +40,13 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
+def run_page(uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI: on the tracking server, or on `mlflow ui`'s default
+    address for a local store. A direct link skips the 3.17 UI's GenAI overview."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def check_store(uri: str, timeout_s: float = 5.0, writable: bool = True) -> None:
     """Fail fast, naming the URI, when the store cannot be used (MLflow itself retries for minutes
     or fails with a traceback): an unknown scheme, a server that does not answer or is not MLflow,

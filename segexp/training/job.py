@@ -56,6 +56,7 @@ class JobResult:
     train: TrainResult
     workers: Workers = Workers()
     baseline: Baseline | None = None  # None on a non-chief worker
+    experiment_id: str | None = None  # None on a non-chief worker
 
 
 def validation(job: Job, keep_first: int = 0) -> Validation:
@@ -293,4 +294,5 @@ def _train_as_chief(
         train=result,
         workers=workers,
         baseline=baseline,
+        experiment_id=outbox.link.experiment_id,
     )
