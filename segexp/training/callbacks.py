@@ -20,6 +20,7 @@ from segexp.models.batchnorm import PreciseBatchNorm
 from segexp.training import faults
 from segexp.training.interrupts import StopRequest
 from segexp.training.monitor import EarlyStop, Watch, keras_name, metric_names
+from segexp.training.progress import learning_rate
 from segexp.training.state import Progress, has_state, save_state
 
 
@@ -203,7 +204,7 @@ class EpochEnd(keras.callbacks.Callback):
         run, progress, logs = self.run, self.run.progress, dict(logs or {})
         metrics = metric_names(logs)
         metrics.update(run.validation.class_metrics)
-        metrics.setdefault("lr", _learning_rate(self.model.optimizer))
+        metrics.setdefault("lr", learning_rate(self.model.optimizer))
         timestamp = int(time.time() * 1000)
         for key, value in logs.items():
             progress.history.setdefault(key, []).append(float(value))
@@ -258,10 +259,6 @@ def build_metrics(model: keras.Model, data: tf.data.Dataset) -> None:
 
 def _numbers(results: Mapping[str, object]) -> dict[str, float]:
     return {k: float(keras.ops.convert_to_numpy(v)) for k, v in results.items()}
-
-
-def _learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 def _save_model(model: keras.Model, path: Path) -> None:
