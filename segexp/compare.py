@@ -1,9 +1,12 @@
 """`python -m segexp.compare [experiment=NAME | parent=RUN_ID]`: runs side by side.
 
 Prints the runs sorted by best val/mean_iou with only the params that differ between them, and
-writes a figure of their val/mean_iou curves. With no selection it compares the experiment
-`python -m segexp.train` logs to (conf/tracking/mlflow.yaml's `experiment`). Reads MLflow through
-its client, so it works on a SQLite store and a tracking server alike. `--format text|csv|markdown`.
+writes a figure of their val/mean_iou curves. With `--over trainer.seed` the runs that differ
+only in the seed are one group: mean, std and n per group, and whether each group differs from
+the next by more than the noise. Warns when the runs were not trained on the same data. With no
+selection it compares the experiment `python -m segexp.train` logs to (conf/tracking/mlflow.yaml's
+`experiment`). Reads MLflow through its client, so it works on a SQLite store and a tracking
+server alike. `--format text|csv|markdown`.
 MLflow is imported after the arguments are parsed, so `--help` and argument errors are fast.
 """
 
@@ -21,9 +24,6 @@ from segexp.errors import SegexpError
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
-
-# Params that differ between any two runs but say nothing about the experiment.
-_IGNORED = ("paths.", "hydra.", "trainer.checkpoint_dir", "tracking.run_name")
 
 
 def select_runs(client: MlflowClient, experiment: str | None, parent: str | None) -> list[Run]:
@@ -46,21 +46,10 @@ def select_runs(client: MlflowClient, experiment: str | None, parent: str | None
     return [r for r in runs if r.data.tags.get("segexp.task") not in ("sweep", "evaluate")]
 
 
-def differing_params(runs: list[Run]) -> list[str]:
-    """Param names whose value is not the same in every run that logged params (a job that
-    failed before training logged none and does not count)."""
-    logged = [r for r in runs if r.data.params]
-    keys = sorted({k for r in logged for k in r.data.params})
-    return [
-        k
-        for k in keys
-        if not k.startswith(_IGNORED) and len({r.data.params.get(k) for r in logged}) > 1
-    ]
-
-
 def table(client: MlflowClient, runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: rank, run name, status, best val/mean_iou, the trivial baseline and
     whether the run beats it, the differing params, run id."""
+    from segexp.tracking.groups import differing_params
     from segexp.tracking.summary import METRIC, baseline_cells, best_value
 
     params = differing_params(runs)
@@ -104,6 +93,18 @@ def default_experiment() -> str:
     return str(OmegaConf.load(CONFIG_DIR / "tracking" / "mlflow.yaml").experiment)
 
 
+def _examples(experiment: str) -> str:
+    """The help page's examples."""
+    return (
+        "examples:\n"
+        "  python -m segexp.compare                            # the runs of experiment "
+        f"{experiment}\n"
+        "  python -m segexp.compare experiment=optimizers --format markdown\n"
+        "  python -m segexp.compare parent=PARENT_RUN_ID --figure sweep.png  # a sweep's jobs\n"
+        "  python -m segexp.compare experiment=seeds --over trainer.seed  # mean, std, n"
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line: an optional selection and the options, each with its help line."""
     experiment = default_experiment()
@@ -113,13 +114,7 @@ def parser() -> argparse.ArgumentParser:
             "Runs side by side: a table of the runs, best val/mean_iou first, with the params\n"
             "that differ between them, and a figure of their val/mean_iou curves."
         ),
-        epilog=(
-            "examples:\n"
-            "  python -m segexp.compare                            # the runs of experiment "
-            f"{experiment}\n"
-            "  python -m segexp.compare experiment=optimizers --format markdown\n"
-            "  python -m segexp.compare parent=PARENT_RUN_ID --figure sweep.png  # a sweep's jobs"
-        ),
+        epilog=_examples(experiment),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -134,6 +129,22 @@ def parser() -> argparse.ArgumentParser:
         choices=("text", "csv", "markdown"),
         default="text",
         help="how the table is printed on stdout: aligned text (default), CSV or Markdown",
+    )
+    parser.add_argument(
+        "--over",
+        action="append",
+        default=[],
+        metavar="KEY[,KEY]",
+        help="group the runs that differ only in these params (e.g. trainer.seed): mean, "
+        "sample std and n per group, and Welch's t-test between each group and the next",
+    )
+    parser.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="NAME[:min|max]",
+        help="with --over: also aggregate this metric's best value per run (lowest for "
+        "names ending in loss), e.g. val/iou/face or val/loss",
     )
     parser.add_argument(
         "--figure",
@@ -174,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlflow.tracking import MlflowClient
 
+    from segexp.tracking.comparable import comparability_warning
     from segexp.tracking.summary import curves_figure, trivial_note
 
     client = MlflowClient(uri)
@@ -182,16 +194,50 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not runs:
         raise SystemExit(f"error: {args.selection}: no runs to compare")
-    header, rows = table(client, runs)
-    sys.stdout.write(render(header, rows, args.format))
-    title = f"experiment {value}: val/mean_iou per run" if key == "experiment" else None
-    curves_figure(client, runs, title).savefig(args.figure, dpi=100)
+    over = [k.strip() for text in args.over for k in text.split(",") if k.strip()]
+    if args.metric and not over:
+        cli.error("--metric aggregates over replicates: give --over KEY too")
+    warning = comparability_warning(runs)
+    if warning:
+        print(warning, file=sys.stderr)
+    if over:
+        try:
+            note = _grouped(client, runs, over, args, f"{key} {value}")
+        except SegexpError as err:
+            raise SystemExit(f"error: {err}") from None
+    else:
+        header, rows = table(client, runs)
+        sys.stdout.write(render(header, rows, args.format))
+        title = f"experiment {value}: val/mean_iou per run" if key == "experiment" else None
+        curves_figure(client, runs, title).savefig(args.figure, dpi=100)
+        note = trivial_note(runs)
     sys.stdout.flush()  # the table first, then the notes on stderr
-    note = trivial_note(runs)
     if note:
         print(note, file=sys.stderr)
     print(f"curves: {args.figure}", file=sys.stderr)
     return 0
+
+
+def _grouped(
+    client: MlflowClient, runs: list[Run], over: list[str], args: argparse.Namespace, what: str
+) -> str:
+    """Print the table of groups over `over`, write their mean-and-band figure; the note."""
+    from segexp.tracking.groups import (
+        MetricChoice,
+        group_runs,
+        group_table,
+        groups_figure,
+        groups_note,
+    )
+    from segexp.tracking.summary import METRIC
+
+    metrics = [MetricChoice(METRIC, "max"), *(MetricChoice.parse(m) for m in args.metric)]
+    groups = group_runs(client, runs, over, metrics)
+    header, rows = group_table(groups, over, metrics)
+    sys.stdout.write(render(header, rows, args.format))
+    title = f"{what}: {METRIC} per group over {', '.join(over)}"
+    groups_figure(client, groups, METRIC, title).savefig(args.figure, dpi=100)
+    return groups_note(groups, over, metrics)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from segexp.training.resume import (
     refuse_finished,
     resumed_config,
 )
+from segexp.training.sweep_gpus import gpu_for_sweep_job
 
 # Write errors that are the machine's, not the code's: one line and the resume command.
 _FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
@@ -60,14 +61,46 @@ def resume_target(cfg: DictConfig) -> tuple[DictConfig, bool]:
     return resumed_config(folder, str(target)), True
 
 
+def sweep_job_attempt(cfg: DictConfig, parent: str) -> tuple[DictConfig, bool, float | None]:
+    """A sweep job run again in its sweep folder: (config, resume, None) to train, continuing
+    the job's interrupted child from its state when there is one; (config, False, best) when
+    its child FINISHED (skipped; `best`, read back from MLflow, is what the sweeper gets)."""
+    from segexp.tracking.sweep_resume import drop_failed_placeholders, earlier_attempt
+
+    output_dir = Path(cfg.paths.output_dir)
+    attempt = earlier_attempt(output_dir, parent, OmegaConf.to_container(cfg, resolve=True))
+    job = f"sweep job #{HydraConfig.get().job.num}"
+    if attempt.action == "skip":
+        print(
+            f"segexp: {job} FINISHED earlier as run {attempt.run_id} (best val/mean_iou "
+            f"{attempt.best:.4f}): not trained again"
+        )
+        return cfg, False, attempt.best
+    if attempt.action == "resume":
+        print(f"segexp: {job} continues run {attempt.run_id} ({attempt.status}) from its state")
+        return resumed_config(output_dir, str(output_dir)), True, None
+    uri = resolve_tracking_uri(cfg.tracking.uri, Path.cwd())
+    check_store(uri)
+    drop_failed_placeholders(uri, parent, output_dir)  # an earlier attempt that failed early
+    return cfg, False, None
+
+
 def train(cfg: DictConfig) -> float:
     """Validate, train and log one run; return its best val mean IoU (what sweepers optimize)."""
     cfg, resume = resume_target(cfg)
     validate_config(cfg)
+    parent = parent_run_id()
+    if parent is not None and not resume:
+        cfg, resume, done = sweep_job_attempt(cfg, parent)
+        if done is not None:
+            return done
     if not resume and cfg.trainer.strategy != "multi_worker":  # (workers may not reach it)
         check_store(resolve_tracking_uri(cfg.tracking.uri, Path.cwd()))  # before TensorFlow
     for warning in config_warnings(cfg):
         print(f"warning: {warning}", file=sys.stderr)
+    gpu = gpu_for_sweep_job()  # before TensorFlow reads CUDA_VISIBLE_DEVICES
+    if gpu is not None:
+        print(f"segexp: this parallel sweep worker uses GPU {gpu} (CUDA_VISIBLE_DEVICES={gpu})")
     configure_tensorflow_env(bool(cfg.get("verbose", False)))
     from segexp.errors import Interrupted
     from segexp.tracking.store import run_page, ui_command
@@ -75,9 +108,10 @@ def train(cfg: DictConfig) -> float:
 
     run_name = run_name_from_overrides(list(HydraConfig.get().overrides.task))
     output_dir = Path(cfg.paths.output_dir)
+    parent = parent_run_id()
     try:
         with signals_end_the_command():
-            job = run_training(cfg, run_name, parent_run_id(), resume=resume)
+            job = run_training(cfg, run_name, parent, resume=resume)
     except (Interrupted, KeyboardInterrupt) as stop:
         raise SystemExit(_stopped(stop, output_dir)) from None
     except Exception as err:
@@ -123,9 +157,12 @@ def _stopped(stop: BaseException, output_dir: Path) -> int:
     else:  # a second Ctrl-C, or one outside training: Python's KeyboardInterrupt
         text, code = "SIGINT: stopped at once", 130
     if (output_dir / TRACKING_DIR / RUN_FILE).is_file():
+        again = f"to continue it: {resume_command(output_dir)}"
+        if parent_run_id() is not None:  # in a sweep: the whole sweep goes on from here
+            sweep_dir = HydraConfig.get().sweep.dir
+            again = f"to continue the sweep: python -m segexp.train resume={sweep_dir}"
         print(
-            f"\nsegexp: {text}; the run is marked KILLED and its state is saved.\n"
-            f"  to continue it: {resume_command(output_dir)}",
+            f"\nsegexp: {text}; the run is marked KILLED and its state is saved.\n  {again}",
             file=sys.stderr,
         )
     else:
@@ -164,8 +201,26 @@ def _record_failed_job(cfg: DictConfig, parent: str, error: str) -> None:
 
 
 def cli() -> None:
-    """Console entry: reject unknown group options in one line, then hand over to Hydra."""
+    """Console entry: `resume=<sweep folder>` becomes that sweep's command again; reject unknown
+    group options in one line, then hand over to Hydra."""
+    try:
+        sys.argv[1:] = sweep_resumed(sys.argv[1:])
+    except SegexpError as err:
+        raise SystemExit(error_lines(err)) from None
     run_app(main, "train")
+
+
+def sweep_resumed(args: list[str]) -> list[str]:
+    """`resume=<sweep folder>` (with or without -m): the arguments that run that sweep again in
+    its folder; any other arguments unchanged."""
+    from segexp.tracking.sweep_resume import is_sweep_folder, sweep_arguments
+
+    target = next((a for a in args if a.startswith("resume=")), None)
+    if target is None or not is_sweep_folder(Path(target.split("=", 1)[1]).expanduser()):
+        return args
+    folder = Path(target.split("=", 1)[1]).expanduser().resolve()
+    rest = [a for a in args if a not in (target, "-m", "--multirun")]
+    return sweep_arguments(folder, rest)
 
 
 if __name__ == "__main__":

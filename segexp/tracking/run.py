@@ -18,6 +18,8 @@ from segexp.tracking.outbox import ModelSender, Outbox
 from segexp.tracking.run_folder import RunLink
 from segexp.tracking.store import failing_when_locked
 
+RESUMES_TAG = "segexp.resumes"  # how many times the run was continued from its saved state
+
 
 def open_run(
     uri: str,
@@ -54,7 +56,9 @@ def reopen_run(output_dir: Path, send_model: ModelSender | None = None) -> Outbo
     link.save(output_dir)
     client = MlflowClient(link.tracking_uri)
     try:
+        resumes = int(client.get_run(link.run_id).data.tags.get(RESUMES_TAG, "0")) + 1
         client.update_run(link.run_id, status="RUNNING")
+        client.set_tag(link.run_id, RESUMES_TAG, str(resumes))
     except Exception as err:  # noqa: BLE001
         raise SegexpError(
             f"cannot resume run {link.run_id} in {link.tracking_uri}: {str(err).splitlines()[0]}"

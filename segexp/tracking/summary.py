@@ -1,5 +1,6 @@
 """What a sweep's parent run records when the sweep ends: a table of its children (overrides,
-status, best val/mean_iou), their val/mean_iou curves, the best child, and multirun.yaml."""
+status, best val/mean_iou), their val/mean_iou curves, the best child, and multirun.yaml; when
+the sweep varies a seed, also the table of configurations over their seeds (mean +- std, n)."""
 
 import csv
 import io
@@ -8,10 +9,8 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-METRIC = "val/mean_iou"
-BASELINE_METRIC = "val/baseline_mean_iou"  # the train split's majority class everywhere
-TRIVIAL_MARGIN = 0.01  # a best METRIC within this of the baseline: a trivial model
-TRIVIAL_TAG = "segexp.trivial_model"  # "true" on such a run
+from segexp.tracking.metric_names import BASELINE_METRIC, METRIC, TRIVIAL_MARGIN, TRIVIAL_TAG
+
 COLUMNS = ["child", "overrides", "status", f"best {METRIC}", "baseline", "trivial", "run_id"]
 
 
@@ -181,14 +180,55 @@ def log_search_results(client: MlflowClient, parent: str, sweep_dir: Path) -> di
     results = yaml.safe_load(results_file.read_text()) or {}
     client.log_artifact(parent, str(results_file))
     for name, value in (results.get("best_params") or {}).items():
-        client.log_param(parent, f"best.{name}", value)
+        try:
+            client.log_param(parent, f"best.{name}", value)
+        except Exception:  # noqa: BLE001  (a resumed sweep found another best: params are fixed)
+            client.set_tag(parent, f"best.{name}", str(value))
     if results.get("best_value") is not None:
         client.log_metric(parent, "best/value", float(results["best_value"]))
     return results
 
 
-def summarize(uri: str, parent: str, sweep_dir: Path, status: str) -> str:
+def seed_keys(varying: list[str]) -> list[str]:
+    """The keys of a sweep's varying ones that are seeds (trainer.seed, dataset.seed, ...)."""
+    return [k for k in varying if k.rsplit(".", 1)[-1] == "seed"]
+
+
+def grouped_over_seeds(
+    client: MlflowClient, parent: str, runs: list[Run], seeds: list[str], sweep_dir: Path
+) -> str:
+    """The configurations of a sweep over seeds: sweep_summary_groups.csv and the groups'
+    mean-and-band figure, logged to the parent; returns the Markdown section."""
+    from segexp.tracking.groups import (
+        MetricChoice,
+        group_runs,
+        group_table,
+        groups_figure,
+        groups_note,
+    )
+
+    metrics = [MetricChoice(METRIC, "max")]
+    groups = group_runs(client, runs, seeds, metrics)
+    header, rows = group_table(groups, seeds, metrics)
+    out = io.StringIO()
+    csv.writer(out).writerows([header, *rows])
+    (sweep_dir / "sweep_summary_groups.csv").write_text(out.getvalue())
+    client.log_artifact(parent, str(sweep_dir / "sweep_summary_groups.csv"))
+    title = f"sweep: {METRIC} per configuration over {', '.join(seeds)}"
+    client.log_figure(parent, groups_figure(client, groups, METRIC, title),
+                      "sweep_val_mean_iou_groups.png")  # fmt: skip
+    lines = [header, ["---"] * len(header), *rows]
+    table = "\n".join("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
+                      for row in lines)  # fmt: skip
+    return (f"\n## Over {', '.join(seeds)}\n\n{table}\n\n"
+            f"{groups_note(groups, seeds, metrics)}\n")  # fmt: skip
+
+
+def summarize(
+    uri: str, parent: str, sweep_dir: Path, status: str, varying: list[str] | None = None
+) -> str:
     """Write and log the summary, tag the best child, and end the parent run; return its status.
+    With seeds among the `varying` keys, the summary also groups the children over them.
 
     The parent ends FAILED when `status` says so or any child failed.
     """
@@ -197,7 +237,11 @@ def summarize(uri: str, parent: str, sweep_dir: Path, status: str) -> str:
     rows = table_rows(client, runs)
     (sweep_dir / "sweep_summary.csv").write_text(as_csv(rows))
     note = trivial_note(runs)
-    (sweep_dir / "sweep_summary.md").write_text(as_markdown(rows, note))
+    markdown = as_markdown(rows, note)
+    seeds = seed_keys(varying or [])
+    if seeds and any(r.data.params for r in runs):
+        markdown += grouped_over_seeds(client, parent, runs, seeds, sweep_dir)
+    (sweep_dir / "sweep_summary.md").write_text(markdown)
     client.log_artifact(parent, str(sweep_dir / "sweep_summary.csv"))
     client.log_artifact(parent, str(sweep_dir / "sweep_summary.md"))
     if (sweep_dir / "multirun.yaml").is_file():
@@ -212,12 +256,18 @@ def summarize(uri: str, parent: str, sweep_dir: Path, status: str) -> str:
         client.set_tag(parent, "segexp.best_child_run_id", best[-1])
         client.set_tag(parent, "segexp.best_child", best[1])
     log_search_results(client, parent, sweep_dir)
+    killed = sum(r.info.status == "KILLED" for r in runs)
     final = "FAILED" if status == "FAILED" or failed else "FINISHED"
+    if final == "FAILED" and killed and not failed:  # stopped by a signal, nothing broke
+        final = "KILLED"
     client.set_terminated(parent, final)
+    stopped = f", {killed} stopped" if killed else ""
     print(
-        f"sweep: {len(runs)} runs ({failed} failed) under parent {parent}; "
+        f"sweep: {len(runs)} runs ({failed} failed{stopped}) under parent {parent}; "
         f"summary in {sweep_dir / 'sweep_summary.md'}"
     )
+    if killed and final != "FINISHED":
+        print(f"  to continue the sweep: python -m segexp.train resume={sweep_dir}")
     if note:
         print(note)
     return final

@@ -4,6 +4,8 @@
 starts and writes its id into the sweep folder; each job reads it there (`parent_run_id`), so
 the nesting survives launchers that run jobs in other processes. When the sweep ends, or the
 process exits after a failed job, the parent gets a summary of its children and is closed.
+A sweep run again in the same folder re-uses that parent (segexp.tracking.sweep_resume says
+what each job does with what it finds there).
 """
 
 import atexit
@@ -20,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder: the parent run's id
 KEYS_FILE = "sweep_keys.json"  # in the sweep folder: the override keys that vary across jobs
+OVERRIDES_FILE = "sweep_overrides.yaml"  # in the sweep folder: what resume=<folder> runs again
 
 
 def override_key(override: str) -> str:
@@ -89,6 +92,7 @@ class MlflowSweep(Callback):
         self.uri: str | None = None
         self.parent: str | None = None
         self.sweep_dir: Path | None = None
+        self.keys: list[str] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Create the experiment and the parent run before any job starts."""
@@ -107,19 +111,53 @@ class MlflowSweep(Callback):
             list(config.hydra.overrides.task),
             OmegaConf.to_container(sweeper_params) if sweeper_params is not None else None,
         )
-        run = MlflowClient(self.uri).create_run(
-            experiment_id,
-            run_name=sweep_run_name(list(config.hydra.overrides.task), keys),
-            tags={
-                "segexp.task": "sweep",
-                "segexp.sweep_dir": str(self.sweep_dir.resolve()),
-                "segexp.sweep_command": command,
-            },
-        )
-        self.parent = run.info.run_id
+        self.keys = keys
+        self.parent = self._earlier_parent(experiment_id)
+        if self.parent is None:
+            run = MlflowClient(self.uri).create_run(
+                experiment_id,
+                run_name=sweep_run_name(list(config.hydra.overrides.task), keys),
+                tags={
+                    "segexp.task": "sweep",
+                    "segexp.sweep_dir": str(self.sweep_dir.resolve()),
+                    "segexp.sweep_command": command,
+                },
+            )
+            self.parent = run.info.run_id
         (self.sweep_dir / PARENT_FILE).write_text(self.parent + "\n")
         (self.sweep_dir / KEYS_FILE).write_text(json.dumps(keys) + "\n")
+        overrides = {
+            "hydra": list(config.hydra.overrides.hydra),  # launcher, sweeper, sweep folder
+            "task": list(config.hydra.overrides.task),
+        }
+        (self.sweep_dir / OVERRIDES_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
         atexit.register(self._finish, "FAILED")  # a failed job stops Hydra before on_multirun_end
+
+    def _earlier_parent(self, experiment_id: str) -> str | None:
+        """The parent run an earlier attempt of this sweep made in the same folder and store,
+        RUNNING again (its finished jobs are skipped, the interrupted one resumed); None when
+        the folder has none."""
+        from mlflow.tracking import MlflowClient
+
+        assert self.sweep_dir is not None and self.uri is not None
+        marker = self.sweep_dir / PARENT_FILE
+        if not marker.is_file():
+            return None
+        client = MlflowClient(self.uri)
+        try:
+            run = client.get_run(marker.read_text().strip())
+        except Exception:  # noqa: BLE001  (another store, or deleted: a new parent)
+            return None
+        if run.info.lifecycle_stage != "active" or run.info.experiment_id != experiment_id:
+            return None
+        attempts = int(run.data.tags.get("segexp.sweep_attempts", "1")) + 1
+        client.update_run(run.info.run_id, status="RUNNING")
+        client.set_tag(run.info.run_id, "segexp.sweep_attempts", str(attempts))
+        print(
+            f"sweep: {self.sweep_dir} continues parent run {run.info.run_id} (attempt "
+            f"{attempts}): finished jobs are skipped, an interrupted one resumes"
+        )
+        return run.info.run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Summarize the children on the parent run and end it FINISHED."""
@@ -131,4 +169,4 @@ class MlflowSweep(Callback):
         parent, self.parent = self.parent, None
         from segexp.tracking.summary import summarize
 
-        summarize(self.uri, parent, self.sweep_dir, status)
+        summarize(self.uri, parent, self.sweep_dir, status, self.keys)

@@ -14,6 +14,8 @@ process fail at an exact, repeatable point. Unset (always, outside tests), it do
                         final model is being logged)
     sigint_twice_at:trace send itself SIGINT twice while the train step is traced (a second
                         Ctrl-C during graph tracing; the loss's Python runs only then)
+
+With SEGEXP_FAULT_JOB=<n> only job n of a Hydra sweep fails (the others run as usual).
 """
 
 import errno
@@ -21,11 +23,21 @@ import os
 import signal
 
 ENV = "SEGEXP_FAULT"
+JOB_ENV = "SEGEXP_FAULT_JOB"
+
+
+def _job_number() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return str(HydraConfig.get().job.num) if HydraConfig.initialized() else None
 
 
 def _fault() -> tuple[str, int | str] | None:
     text = os.environ.get(ENV, "")
     if ":" not in text:
+        return None
+    job = os.environ.get(JOB_ENV)
+    if job is not None and job != _job_number():
         return None
     name, where = text.split(":", 1)
     return name, int(where) if where.isdigit() else where

@@ -27,12 +27,7 @@ from segexp.tracking.summary import BASELINE_METRIC, TRIVIAL_TAG
 from segexp.tracking.system_metrics import system_metrics
 from segexp.training import faults
 from segexp.training.build import build_compiled_model
-from segexp.training.callbacks import (
-    Coordination,
-    EpochListener,
-    RecomputeBatchNorm,
-    Validation,
-)
+from segexp.training.callbacks import Coordination, EpochListener, RecomputeBatchNorm, Validation
 from segexp.training.distribute import (
     Workers,
     any_worker,
@@ -45,6 +40,7 @@ from segexp.training.interrupts import stop_on_signals
 from segexp.training.loop import TrainResult, fit
 from segexp.training.monitor import Watch, early_stop, watched_metrics
 from segexp.training.setup import Job, clear_failures, prepare_job
+from segexp.training.sweep_gpus import claimed_gpu
 
 
 @dataclass(frozen=True)
@@ -191,9 +187,9 @@ def _send_model(link: RunLink, checkpoint: Path, config: dict, name: str) -> Non
     log_segmentation_model(link, checkpoint, config, name)
 
 
-def log_run_start(outbox: Outbox, job: Job) -> Baseline:
-    """Params, resolved config, dataset inputs and histogram, the trivial baseline (returned)
-    and the replica layout, sent before the first epoch."""
+def log_run_start(outbox: Outbox, job: Job, resume: bool = False) -> Baseline:
+    """Params, resolved config, dataset inputs and histogram, the trivial baseline (returned),
+    the replica layout and a parallel sweep worker's GPU, sent before the first epoch."""
     cfg, dataset = job.cfg, job.dataset
     resolved = OmegaConf.to_container(cfg, resolve=True)
     records.log_config(outbox, resolved)
@@ -218,6 +214,11 @@ def log_run_start(outbox: Outbox, job: Job) -> Baseline:
             "trainer.workers": job.workers.count,
         }
     )
+    gpu = claimed_gpu()
+    if gpu is not None:  # a param of the first attempt; a resumed one may be on another GPU
+        outbox.tags({"launcher.gpu": gpu})
+        if not resume:
+            outbox.params({"launcher.gpu": gpu})
     outbox.flush()
     return baseline
 
@@ -269,7 +270,7 @@ def _train_as_chief(
     outbox = open_job_run(cfg, run_name, parent_run_id, experiment_id)
     with finishing(outbox, cfg.tracking.retry_timeout_s), system_metrics(outbox, resume):
         faults.at("run_open")
-        baseline = log_run_start(outbox, job)
+        baseline = log_run_start(outbox, job, resume)
 
         def train_and_show() -> tuple[keras.Model, TrainResult]:
             after_epoch = validation(job, keep_first=cfg.tracking.num_prediction_samples)
