@@ -231,7 +231,11 @@ def _grouped(
     )
     from segexp.tracking.summary import METRIC
 
-    metrics = [MetricChoice(METRIC, "max"), *(MetricChoice.parse(m) for m in args.metric)]
+    metrics = [MetricChoice(METRIC, "max")]
+    for text in args.metric:  # each metric once (val/mean_iou is there already)
+        choice = MetricChoice.parse(text)
+        if choice.name not in {m.name for m in metrics}:
+            metrics.append(choice)
     groups = group_runs(client, runs, over, metrics)
     header, rows = group_table(groups, over, metrics)
     sys.stdout.write(render(header, rows, args.format))

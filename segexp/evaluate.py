@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 EVAL_PREFIX = "eval"
 
 
-def _data_config(cfg: DictConfig, loaded: object) -> tuple[DictConfig, int]:
+def data_config(cfg: DictConfig, loaded: object) -> tuple[DictConfig, int]:
     """The dataset and image size to use: the training run's, unless the command line sets them.
 
     `loaded` is a segexp.inference.model_source.LoadedModel (imported late: it imports TensorFlow).
@@ -52,7 +52,7 @@ def evaluate(cfg: DictConfig) -> float:
     check_store(uri)
     mlflow.set_tracking_uri(uri)
     loaded = load_model(str(cfg.model))
-    dataset_cfg, image_size = _data_config(cfg, loaded)
+    dataset_cfg, image_size = data_config(cfg, loaded)
     dataset, result = _score(cfg, loaded, dataset_cfg, image_size)
     split = dataset.split(cfg.split)
     print(f"{dataset.name} {cfg.split} ({len(split)} images), model {loaded.source}")

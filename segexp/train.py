@@ -218,7 +218,7 @@ def sweep_resumed(args: list[str]) -> list[str]:
     target = next((a for a in args if a.startswith("resume=")), None)
     if target is None or not is_sweep_folder(Path(target.split("=", 1)[1]).expanduser()):
         return args
-    folder = Path(target.split("=", 1)[1]).expanduser().resolve()
+    folder = Path(target.split("=", 1)[1]).expanduser().absolute()  # as Hydra makes it
     rest = [a for a in args if a not in (target, "-m", "--multirun")]
     return sweep_arguments(folder, rest)
 

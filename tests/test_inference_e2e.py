@@ -148,29 +148,82 @@ def test_predict_writes_label_color_and_overlay_for_mixed_sizes(tiny_run, tmp_pa
         assert (out / f"{stem}_overlay.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("fmt", ["keras", "saved_model"])
-def test_export_writes_a_loadable_model(tiny_run, tmp_path, fmt):
-    _, run_id = _run_id(tiny_run)
-    target = tmp_path / ("model.keras" if fmt == "keras" else "saved")
+TARGETS = {"keras": "model.keras", "saved_model": "saved", "onnx": "model.onnx",
+           "litert": "model.tflite"}  # fmt: skip
+
+
+def _runtime_logits(fmt, target, image):
+    """The exported file run by its own runtime, called here directly (not segexp's adapter)."""
+    if fmt == "keras":
+        import keras
+
+        import segexp.models.layers  # noqa: F401  (segexp's layers, for deserializing)
+
+        return np.asarray(keras.saving.load_model(target, compile=False)(image))
+    if fmt == "saved_model":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(target))  # keep a reference: it owns the variables
+        return loaded.serve(image).numpy()
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: image})[0]
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(target))
+    given = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(given, image.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(given, image)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("fmt", list(TARGETS))
+def test_export_writes_a_model_its_runtime_runs_like_keras(tiny_run, tmp_path, fmt):
+    client, run_id = _run_id(tiny_run)
+    target = tmp_path / TARGETS[fmt]
     done = run_command(
         "export",
         [f"model={run_id}", f"format={fmt}", f"output={target}", f"hydra.run.dir={tmp_path / 'h'}"],
         tiny_run.workdir,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    from segexp.models import load_keras
+
     image = np.random.default_rng(1).uniform(0, 255, (1, 64, 96, 3)).astype(np.float32)
-    if fmt == "keras":
-        import keras
+    reference = np.asarray(load_keras(tiny_run.output_dir / "checkpoints" / "last.keras")(image))
+    logits = _runtime_logits(fmt, target, image)
+    assert logits.shape == (1, 64, 96, 20)
+    assert np.abs(logits - reference).max() < 1e-3
+    # the parity check's figures: printed, and in the run
+    assert f"parity of {fmt} on 4 val images: largest |logit difference|" in done.stdout
+    metrics = client.get_run(run_id).data.metrics
+    assert 0 <= metrics[f"export/{fmt}/max_abs_logit_diff"] <= 1e-3
+    assert abs(metrics[f"export/{fmt}/mean_iou_change"]) <= 1e-3
+    assert metrics[f"export/{fmt}/val_mean_iou"] == pytest.approx(
+        metrics["val/mean_iou"], abs=1e-3
+    )  # the run's last epoch, scored by training's own evaluator
 
-        import segexp.models.layers  # noqa: F401
 
-        logits = keras.saving.load_model(target, compile=False)(image)
-    else:
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(str(target))  # keep a reference: it owns the variables
-        logits = loaded.serve(image)
-    assert tuple(logits.shape) == (1, 64, 96, 20)
+def test_an_export_that_fails_its_parity_check_is_an_error_not_a_file(tiny_run, tmp_path):
+    _, run_id = _run_id(tiny_run)
+    target = tmp_path / "strict.onnx"
+    done = run_command(
+        "export",
+        [f"model={run_id}", "format=onnx", f"output={target}", "parity.max_logit_diff=0",
+         f"hydra.run.dir={tmp_path / 'h'}"],
+        tiny_run.workdir,
+    )  # fmt: skip
+    assert done.returncode == 1
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith(
+        "error: format=onnx: the exported model does not compute what the Keras model does "
+        "(largest logit difference "
+    )
+    assert error.endswith(f"> 0); {target} was removed") and not target.exists()
 
 
 def test_model_argument_that_names_nothing_is_one_error_line(tiny_run, tmp_path):

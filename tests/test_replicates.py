@@ -116,6 +116,7 @@ def test_groups_at_the_trivial_baseline_are_marked(tmp_path, monkeypatch, capsys
         client.log_param(rid, "trainer.seed", rid[:6])
         client.log_metric(rid, "val/baseline_mean_iou", 0.0433, step=0)
         client.log_metric(rid, "val/mean_iou", best, step=1)
+        client.set_terminated(rid)
     monkeypatch.chdir(tmp_path)
     main(["experiment=flat", "--tracking-uri", uri, "--over", "trainer.seed", "--format", "csv",
           "--figure", str(tmp_path / "f.png")])  # fmt: skip
@@ -151,3 +152,38 @@ def test_runs_on_different_data_are_named_as_not_comparable(tmp_path, monkeypatc
     assert "dataset digest: aaaa1111 (3 runs), bbbb2222 (3 runs)" in warning
     assert "image size: 128 (3 runs), 64 (3 runs)" in warning
     assert "class list" not in warning and "val split" not in warning
+
+
+def test_groups_show_what_varies_within_a_choice_and_count_finished_runs_once(
+    tmp_path, monkeypatch, capsys
+):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("grid", artifact_location=str(tmp_path / "art"))
+    targets = {"adam": "keras.optimizers.Adam", "sgd": "keras.optimizers.SGD"}
+    for name, lr, seed, status, best in [
+        (n, lr, s, "FINISHED", 0.3 + 0.01 * s + (0.1 if n == "adam" else 0) + float(lr))
+        for n in targets for lr in ("0.01", "0.001") for s in (1, 2)
+    ] + [("adam", "0.01", 3, "KILLED", 0.9)]:  # fmt: skip
+        rid = client.create_run(experiment).info.run_id
+        params = {"optimizer.name": name, "optimizer._target_": targets[name],
+                  "optimizer.learning_rate": lr, "trainer.seed": seed, "verbose": seed}  # fmt: skip
+        for key, value in params.items():
+            client.log_param(rid, key, value)
+        client.log_metric(rid, "val/mean_iou", best, step=1)
+        client.set_terminated(rid, status)
+    monkeypatch.chdir(tmp_path)
+    args = ["experiment=grid", "--tracking-uri", uri, "--over", "trainer.seed", "--metric",
+            "val/mean_iou", "--format", "csv", "--figure", str(tmp_path / "g.png")]  # fmt: skip
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0].count("best val/mean_iou mean") == 1  # asked twice, aggregated once
+    assert [(r[1], r[2]) for r in rows[1:]] == [
+        ("optimizer.learning_rate=0.01 optimizer.name=adam", "2"),  # the KILLED run left out
+        ("optimizer.learning_rate=0.001 optimizer.name=adam", "2"),
+        ("optimizer.learning_rate=0.01 optimizer.name=sgd", "2"),
+        ("optimizer.learning_rate=0.001 optimizer.name=sgd", "2"),
+    ]  # verbose differs between runs but changes nothing trained: no group of its own
+    assert float(rows[1][3]) == pytest.approx(np.mean([0.41 + 0.01, 0.42 + 0.01]), abs=5e-5)
+    assert "1 run(s) that did not finish (KILLED, FAILED, RUNNING) are left out" in err

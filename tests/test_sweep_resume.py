@@ -48,7 +48,10 @@ def test_what_a_job_finds_in_its_folder_decides_skip_resume_or_new(tmp_path):
     attempt = earlier_attempt(killed, parent, CONFIG)
     assert (attempt.action, attempt.run_id, attempt.status) == ("resume", killed_id, "KILLED")
     assert earlier_attempt(tmp_path / "empty", parent, CONFIG).action == "new"
-    assert earlier_attempt(finished, "another-parent", CONFIG).action == "new"
+    with pytest.raises(SegexpError, match="of sweep parent .* not of this sweep's parent other"):
+        earlier_attempt(finished, "other", CONFIG)  # retraining would overwrite that run
+    moved = {**CONFIG, "paths": {"output_dir": "/elsewhere/0"}, "tracking": {"uri": "sqlite:///x"}}
+    assert earlier_attempt(finished, parent, moved).action == "skip"  # where, not what
     changed = {**CONFIG, "trainer": {"seed": 2, "epochs": 2}}
     with pytest.raises(SegexpError, match=r"trained with another config \(trainer.seed differ\)"):
         earlier_attempt(finished, parent, changed)

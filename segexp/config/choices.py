@@ -10,7 +10,7 @@ SCHEDULE_KINDS = ("constant", "poly", "cosine")  # segexp.training.schedules
 VAL_METRICS = ("loss", "pixel_accuracy", "mean_iou", "mean_accuracy", "mean_dice")  # val/<name>
 TRAIN_METRICS = ("loss", "pixel_accuracy", "mean_iou")  # train/<name>
 TTA_MODES = ("whole", "slide")  # segexp.inference.predictor: one pass, or a sliding window
-EXPORT_FORMATS = ("keras", "saved_model")  # segexp.export
+EXPORT_FORMATS = ("keras", "saved_model", "onnx", "litert")  # segexp.export
 # The paper's ASPP rates for an output stride: 6/12/18 at 16, doubled at 8 (${aspp_rates:16}).
 STANDARD_RATES = {16: [6, 12, 18], 8: [12, 24, 36]}
 

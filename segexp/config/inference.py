@@ -44,6 +44,9 @@ def validate_inference_config(cfg: DictConfig, keys: tuple[str, ...]) -> None:
         c.check("worst_images", lambda v: is_int(v) and v >= 0, "must be an integer >= 0")
     if "format" in keys:
         c.check("format", lambda v: v in EXPORT_FORMATS, one_of(EXPORT_FORMATS))
+    if "parity" in keys:
+        for key in ("parity.max_logit_diff", "parity.max_mean_iou_change"):
+            c.check(key, lambda v: is_number(v) and v >= 0, "must be a number >= 0")
     if "tta" in keys:
         c.check(
             "tta.scales",

@@ -78,7 +78,8 @@ class Evaluator:
         )
         self.keep_worst, self.keep_first = keep_worst, keep_first  # images kept for figures
 
-    def _read(self, pair: tuple[Path, Path]) -> tuple[Path, np.ndarray, np.ndarray] | None:
+    def read(self, pair: tuple[Path, Path]) -> tuple[Path, np.ndarray, np.ndarray] | None:
+        """(image path, image, mask) of an (image, mask) pair; None for a skipped corrupt file."""
         try:
             image, mask = self.reader.read(*pair)
         except CorruptFileError as err:
@@ -99,7 +100,7 @@ class Evaluator:
         with ThreadPoolExecutor(max_workers=2) as pool:
             for start in range(0, len(pairs), self.batch_size):
                 chunk = pairs[start : start + self.batch_size]
-                read = [r for r in pool.map(self._read, chunk) if r is not None]
+                read = [r for r in pool.map(self.read, chunk) if r is not None]
                 if not read:
                     continue
                 probabilities = predictor.predict([image for _, image, _ in read])

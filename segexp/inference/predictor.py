@@ -6,7 +6,7 @@ probabilities are averaged over scales and flips and resized to the image's own 
 are never resized. A flipped prediction has its left/right class channels swapped back.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -45,7 +45,9 @@ def window_starts(length: int, crop: int, stride: int) -> list[int]:
 
 
 class Predictor:
-    """Runs a segmentation model on RGB images (H, W, 3) and returns probabilities (H, W, C)."""
+    """Runs a segmentation model on RGB images (H, W, 3) and returns probabilities (H, W, C).
+    With `logits`, that function (e.g. an exported model in its own runtime) maps a float32
+    batch to logits instead of `model`."""
 
     def __init__(
         self,
@@ -55,6 +57,7 @@ class Predictor:
         flip_pairs: Sequence[tuple[int, int]] = (),
         tta: TTAOptions = TTAOptions(),
         size_multiple: int = 16,
+        logits: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.input_size, self.num_classes, self.tta = input_size, num_classes, tta
         self.size_multiple = size_multiple
@@ -67,13 +70,15 @@ class Predictor:
         def forward(images: tf.Tensor) -> tf.Tensor:
             return ops.softmax(ops.cast(model(images, training=False), "float32"), axis=-1)
 
-        self._forward = forward
+        self._forward = lambda images: forward(tf.constant(images)).numpy()
+        if logits is not None:  # another runtime (an exported model) computes the logits
+            self._forward = lambda images: _softmax(np.asarray(logits(images), np.float32))
 
     def _probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax of a float32 batch, averaged with its mirror image when tta.flip."""
-        probs = self._forward(tf.constant(images)).numpy()
+        probs = self._forward(np.ascontiguousarray(images, np.float32))
         if self.tta.flip:
-            flipped = self._forward(tf.constant(images[:, :, ::-1])).numpy()
+            flipped = self._forward(np.ascontiguousarray(images[:, :, ::-1], np.float32))
             probs = (probs + flipped[:, :, ::-1][..., self.mirror]) / 2.0
         return probs
 
@@ -122,3 +127,9 @@ def _resize(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if probs.shape[:2] == tuple(size):
         return probs
     return ops.convert_to_numpy(ops.image.resize(probs, tuple(size), interpolation="bilinear"))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (for logits another runtime computed)."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)

@@ -18,8 +18,12 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-# Params that differ between any two runs but say nothing about the experiment.
-IGNORED = ("paths.", "hydra.", "trainer.checkpoint_dir", "tracking.run_name", "launcher.")
+# Params that differ between runs but do not change what is trained (where files go, what is
+# logged, how much is printed); the data itself is compared by segexp.tracking.comparable.
+IGNORED = (
+    "paths.", "hydra.", "tracking.", "launcher.", "trainer.checkpoint_dir", "trainer.verbose",
+    "verbose", "resume_finished", "dataset.root", "dataset.cache",
+)  # fmt: skip
 
 
 def differing_params(runs: list[Run]) -> list[str]:
@@ -68,9 +72,10 @@ class RunGroup:
     """Runs that share every differing param except the `over` keys."""
 
     label: str  # 'optimizer.name=adam' (what sets the group apart), '(all runs)' for one group
-    runs: list[Run]
+    runs: list[Run]  # its FINISHED runs (a stopped or failed run is no replicate)
     over_values: list[str]  # the `over` keys' values of its runs, e.g. the seeds
     scores: dict[str, list[float]]  # metric name -> the scored runs' best values
+    unfinished: int = 0  # its runs that did not finish, left out
 
     def spread(self, metric: str) -> Spread:
         return spread(self.scores.get(metric, []))
@@ -105,7 +110,7 @@ def group_runs(
     `metrics` (the first is the ranking one), best mean first; groups without a score last."""
     check_over(runs, over)
     keys = [k for k in differing_params(runs) if k not in over]
-    shown = label_keys(keys)
+    shown = label_keys(keys, runs)
     groups: dict[tuple, RunGroup] = {}
     for run in runs:
         if not run.data.params:  # failed before training: nothing to group it by
@@ -113,6 +118,9 @@ def group_runs(
         values = tuple(run.data.params.get(k, "") for k in keys)
         label = " ".join(f"{k}={run.data.params.get(k, '')}" for k in shown) or "(all runs)"
         group = groups.setdefault(values, RunGroup(label, [], [], {m.name: [] for m in metrics}))
+        if run.info.status != "FINISHED":
+            group.unfinished += 1
+            continue
         group.runs.append(run)
         group.over_values.append(",".join(run.data.params.get(k, "?") for k in over))
         for metric in metrics:
@@ -139,13 +147,24 @@ def _natural(text: str) -> tuple:
         return (1, 0.0, text)
 
 
-def label_keys(keys: list[str]) -> list[str]:
+def label_keys(keys: list[str], runs: list[Run]) -> list[str]:
     """The keys that name a group: a config group's choice ('optimizer.name') stands for the
-    keys under it that change with it (optimizer._target_, optimizer.momentum, ...)."""
+    keys under it that its choice decides (optimizer._target_, optimizer.momentum, ...); a key
+    under it that also varies within one choice (optimizer.learning_rate) is shown."""
     chosen = {k.removesuffix(".name") for k in keys if k.endswith(".name")}
+
+    def decided(key: str, group: str) -> bool:
+        seen: dict[str, set[str | None]] = {}
+        for run in runs:
+            if run.data.params:
+                choice = run.data.params.get(f"{group}.name")
+                seen.setdefault(choice, set()).add(run.data.params.get(key))
+        return all(len(values) == 1 for values in seen.values())
+
     return [
         k for k in keys
-        if k.endswith(".name") or not any(k.startswith(f"{group}.") for group in chosen)
+        if k.endswith(".name")
+        or not any(k.startswith(f"{g}.") and decided(k, g) for g in chosen)
     ]  # fmt: skip
 
 
@@ -181,6 +200,7 @@ def groups_note(groups: list[RunGroup], over: list[str], metrics: list[MetricCho
     from segexp.reporting.replicates import ALPHA
 
     unscored = sum(len(g.runs) - g.spread(metrics[0].name).n for g in groups)
+    unfinished = sum(g.unfinished for g in groups)
     text = (
         f"groups: runs that differ only in {', '.join(over)}; mean and sample std (ddof=1) of "
         f"each run's {metrics[0].label}. vs next: {TEST} against the next group, 'differs' "
@@ -194,6 +214,8 @@ def groups_note(groups: list[RunGroup], over: list[str], metrics: list[MetricCho
         )
     if unscored:
         text += f" {unscored} run(s) logged no {metrics[0].name} and are not counted."
+    if unfinished:
+        text += f" {unfinished} run(s) that did not finish (KILLED, FAILED, RUNNING) are left out."
     return text
 
 
@@ -208,7 +230,8 @@ def groups_figure(client: MlflowClient, groups: list[RunGroup], metric: str, tit
             history = client.get_metric_history(run.info.run_id, metric)
             if history:
                 runs.append({m.step: m.value for m in history})
-        curves[group.label] = runs
+        label = group.label if group.label not in curves else f"{group.label} ({len(curves)})"
+        curves[label] = runs
     baselines = {g.baseline() for g in groups} - {None}
     baseline = baselines.pop() if len(baselines) == 1 and metric == METRIC else None
     return band_figure(curves, metric, title, baseline)

@@ -180,10 +180,12 @@ def log_search_results(client: MlflowClient, parent: str, sweep_dir: Path) -> di
     results = yaml.safe_load(results_file.read_text()) or {}
     client.log_artifact(parent, str(results_file))
     for name, value in (results.get("best_params") or {}).items():
+        client.set_tag(parent, f"best.{name}", str(value))  # the latest best, also when resumed
         try:
             client.log_param(parent, f"best.{name}", value)
         except Exception:  # noqa: BLE001  (a resumed sweep found another best: params are fixed)
-            client.set_tag(parent, f"best.{name}", str(value))
+            print(f"note: param best.{name} keeps the first attempt's value; tag best.{name} "
+                  f"has this one's ({value})")  # fmt: skip
     if results.get("best_value") is not None:
         client.log_metric(parent, "best/value", float(results["best_value"]))
     return results

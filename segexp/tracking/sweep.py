@@ -144,11 +144,21 @@ class MlflowSweep(Callback):
         if not marker.is_file():
             return None
         client = MlflowClient(self.uri)
+        noted = marker.read_text().strip()
         try:
-            run = client.get_run(marker.read_text().strip())
+            run = client.get_run(noted)
         except Exception:  # noqa: BLE001  (another store, or deleted: a new parent)
-            return None
-        if run.info.lifecycle_stage != "active" or run.info.experiment_id != experiment_id:
+            run = None
+        if (
+            run is None
+            or run.info.lifecycle_stage != "active"
+            or (run.info.experiment_id != experiment_id)
+        ):
+            print(
+                f"warning: {self.sweep_dir} notes parent run {noted}, which {self.uri} does not "
+                f"hold (in experiment {experiment_id}): a new parent run is made; jobs whose "
+                "folder holds a run of the old parent stop with an error"
+            )
             return None
         attempts = int(run.data.tags.get("segexp.sweep_attempts", "1")) + 1
         client.update_run(run.info.run_id, status="RUNNING")

@@ -17,8 +17,10 @@ from segexp.tracking.metric_names import METRIC
 from segexp.tracking.run_folder import RESOLVED_CONFIG, RUN_FILE, TRACKING_DIR, RunLink
 from segexp.tracking.sweep import OVERRIDES_FILE, PARENT_FILE
 
-# Keys that say how a run was started or shown, not what it trains: a change is no new job.
-_NOT_COMPARED = ("resume", "resume_finished", "verbose")
+# Keys that say how a run was started, shown or where it lives, not what it trains: a change
+# is no new job (a sweep folder may be moved, or reached through another path).
+_NOT_COMPARED = ("resume", "resume_finished", "verbose", "tracking.uri", "paths.root_dir",
+                 "paths.output_dir", "trainer.checkpoint_dir")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,16 @@ def earlier_attempt(output_dir: Path, parent: str, config: dict) -> EarlierAttem
         run = client.get_run(link.run_id)
     except Exception:  # noqa: BLE001  (not in that store any more)
         return EarlierAttempt("new")
-    if run.info.lifecycle_stage != "active" or run.data.tags.get("mlflow.parentRunId") != parent:
+    if run.info.lifecycle_stage != "active":
         return EarlierAttempt("new")
+    other = run.data.tags.get("mlflow.parentRunId")
+    if other != parent:  # training anew would overwrite that run's checkpoints and link
+        raise SegexpError(
+            f"{output_dir}: this sweep job's folder holds run {link.run_id} ({run.info.status}) "
+            f"of sweep parent {other} in {link.tracking_uri}, not of this sweep's parent {parent} "
+            "(another store, or a new parent): point tracking.uri at that store, or run the "
+            "sweep in a new folder (another hydra.sweep.dir)"
+        )
     kept = output_dir / TRACKING_DIR / "files" / RESOLVED_CONFIG
     if kept.is_file():
         differ = config_differences(OmegaConf.to_container(OmegaConf.load(kept)), config)
@@ -77,9 +87,10 @@ def earlier_attempt(output_dir: Path, parent: str, config: dict) -> EarlierAttem
             shown = ", ".join(differ[:6]) + (" ..." if len(differ) > 6 else "")
             raise SegexpError(
                 f"{output_dir}: this sweep job's folder holds run {link.run_id} "
-                f"({run.info.status}), trained with another config ({shown} differ): the sweep's "
-                "overrides changed since, or its sampler has no seed. Run the changed sweep in a "
-                "new folder (another hydra.sweep.dir)"
+                f"({run.info.status}), trained with another config ({shown} differ): the "
+                "sweep's overrides or defaults changed since, or its sampler drew other values "
+                "(no seed, or an earlier trial failed). Run it in a new folder (another "
+                "hydra.sweep.dir)"
             )
     if run.info.status != "FINISHED":
         return EarlierAttempt("resume", link.run_id, run.info.status)
@@ -127,9 +138,11 @@ def sweep_arguments(folder: Path, extra: list[str]) -> list[str]:
             f"resume={folder} runs that sweep again with its own overrides; these are not "
             f"allowed with it: {' '.join(changed)} (only hydra.* and tracking.uri are)"
         )
-    saved = OmegaConf.load(folder / OVERRIDES_FILE)
+    import yaml
+
+    saved = yaml.safe_load((folder / OVERRIDES_FILE).read_text())  # as typed, not resolved
     hydra_overrides = [
-        str(o) for o in saved.hydra if not str(o).startswith(("hydra.sweep.dir=", "hydra.mode="))
+        str(o) for o in saved["hydra"] if not str(o).startswith(("hydra.sweep.dir=", "hydra.mode="))
     ]
-    task = [str(o) for o in saved.task]
+    task = [str(o) for o in saved["task"]]
     return ["-m", *hydra_overrides, f"hydra.sweep.dir={folder}", *task, *extra]

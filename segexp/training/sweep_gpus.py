@@ -75,7 +75,8 @@ def parallel_jobs(launcher: dict) -> bool:
     """Whether a Hydra launcher config runs jobs in parallel worker processes (joblib, n_jobs
     other than 1)."""
     target = str(launcher.get("_target_", ""))
-    return "joblib" in target.lower() and launcher.get("n_jobs", -1) != 1
+    processes = launcher.get("backend") in (None, "loky", "multiprocessing")  # not threading
+    return "joblib" in target.lower() and launcher.get("n_jobs", -1) != 1 and processes
 
 
 def gpu_for_sweep_job() -> str | None:
