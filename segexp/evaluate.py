@@ -40,7 +40,7 @@ def data_config(cfg: DictConfig, loaded: object) -> tuple[DictConfig, int]:
 def evaluate(cfg: DictConfig) -> float:
     """Evaluate `cfg.model` on `cfg.split`; return the mean IoU."""
     validate_config(cfg)
-    validate_inference_config(cfg, ("model", "split", "worst_images", "tta"))
+    validate_inference_config(cfg, ("model", "split", "worst_images", "tta", "scores"))
     configure_tensorflow_env(bool(cfg.get("verbose", False)))
     import mlflow
 
@@ -96,8 +96,23 @@ def _score(
         skip_corrupt=bool(dataset_cfg.skip_corrupt),
         keep_worst=cfg.worst_images,
         cache=_disk_cache(dataset_cfg),
+        scorers=scorers(cfg, dataset),
     )
     return dataset, evaluator.evaluate(predictor)
+
+
+def scorers(cfg: DictConfig, dataset: object) -> list:
+    """The scores past mean IoU that cfg.scores asks for, fed by the evaluator's one pass."""
+    from segexp.evaluation.boundary import BoundaryScores
+    from segexp.evaluation.calibration import Calibration
+    from segexp.evaluation.object_size import SizeBins
+
+    s, n = cfg.scores, dataset.num_classes
+    return [
+        BoundaryScores(n, float(s.boundary_band), dataset.ignore_index),
+        Calibration(n, int(s.calibration_bins)),
+        SizeBins(n, tuple(int(t) for t in s.size_thresholds), tuple(s.size_skip_classes)),
+    ]
 
 
 def _log(
@@ -113,7 +128,7 @@ def _log(
     into_training_run = loaded.run_id is not None and not str(cfg.model).startswith("models:/")
     if into_training_run:
         run_id = loaded.run_id
-        _log_into(mlflow.MlflowClient(uri), run_id, metrics, output)
+        _log_into(mlflow.MlflowClient(uri), run_id, metrics, output, _score_params(cfg))
     else:
         experiment = ensure_experiment(uri, cfg.tracking.experiment)
         with mlflow.start_run(
@@ -122,12 +137,20 @@ def _log(
             tags={"segexp.evaluated_model": loaded.source, "segexp.task": "evaluate"},
         ) as run:
             run_id = run.info.run_id
-            _log_into(mlflow.MlflowClient(uri), run_id, metrics, output)
+            _log_into(mlflow.MlflowClient(uri), run_id, metrics, output, _score_params(cfg))
     where = "the training run" if into_training_run else "a new run"
     print(f"logged {EVAL_PREFIX}/ metrics and files into {where} {run_id}; files in {output}")
 
 
-def _log_into(client: "MlflowClient", run_id: str, metrics: dict[str, float], output: Path) -> None:
+def _score_params(cfg: DictConfig) -> dict[str, str]:
+    """The settings of the scores past mean IoU, logged as params eval.<key>."""
+    s = OmegaConf.to_container(cfg.scores, resolve=True)
+    return {f"{EVAL_PREFIX}.{key}": str(value) for key, value in s.items()}
+
+
+def _log_into(
+    client: "MlflowClient", run_id: str, metrics: dict[str, float], output: Path, params: dict
+) -> None:
     """Metrics (one batch per 100, step 0) and the output folder under eval/, without opening
     or ending the run."""
     import time
@@ -136,6 +159,11 @@ def _log_into(client: "MlflowClient", run_id: str, metrics: dict[str, float], ou
 
     stamp = int(time.time() * 1000)
     items = [Metric(key, float(value), stamp, 0) for key, value in metrics.items()]
+    for key, value in params.items():  # how the scores were computed
+        try:
+            client.log_param(run_id, key, value)
+        except Exception:  # noqa: BLE001  (an earlier evaluation set it otherwise: params are fixed)
+            client.set_tag(run_id, key, str(value))
     for start in range(0, len(items), 100):
         client.log_batch(run_id, metrics=items[start : start + 100])
     client.log_artifacts(run_id, str(output), artifact_path=EVAL_PREFIX)

@@ -66,7 +66,24 @@ def test_evaluate_prints_the_table_and_logs_into_the_training_run(evaluated):
     logged = {a.path for a in client.list_artifacts(run_id, "eval")}
     assert {"eval/per_class.md", "eval/per_class.csv", "eval/confusion_matrix.png"} <= logged
     rows = (out / "per_class.csv").read_text().splitlines()
-    assert rows[0] == "id,class,IoU %,Acc %,Dice %,pixels" and len(rows) == 1 + 20 + 1
+    assert rows[0] == "id,class,IoU %,Acc %,Dice %,BIoU %,BF %,ECE %,pixels"
+    assert len(rows) == 1 + 20 + 1
+
+
+def test_evaluate_adds_boundary_calibration_and_size_scores_from_the_same_pass(evaluated):
+    client, run_id, out, done, _ = evaluated
+    run = client.get_run(run_id)
+    metrics, params = run.data.metrics, run.data.params
+    for key in ("eval/boundary_iou", "eval/boundary_f", "eval/ece", "eval/iou_small"):
+        assert 0 <= metrics[key] <= 1, key
+    assert metrics["eval/boundary_iou/background"] <= metrics["eval/iou/background"] + 1e-9
+    assert params["eval.boundary_band"] == "0.02" and params["eval.calibration_bins"] == "15"
+    assert "IoU by object size: small " in done.stdout and "BIoU %" in done.stdout
+    mean_row = (out / "per_class.csv").read_text().splitlines()[-1].split(",")
+    assert float(mean_row[5]) == pytest.approx(100 * metrics["eval/boundary_iou"], abs=0.006)
+    assert float(mean_row[7]) == pytest.approx(100 * metrics["eval/ece"], abs=0.006)
+    logged = {a.path for a in client.list_artifacts(run_id, "eval")}
+    assert {"eval/reliability.png", "eval/per_image_iou.png"} <= logged
 
 
 def test_evaluate_a_checkpoint_path_logs_into_a_new_run(tiny_run, tmp_path):

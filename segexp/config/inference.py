@@ -42,6 +42,22 @@ def validate_inference_config(cfg: DictConfig, keys: tuple[str, ...]) -> None:
         c.check("split", lambda v: isinstance(v, str) and v != "", "must name a split, e.g. val")
     if "worst_images" in keys:
         c.check("worst_images", lambda v: is_int(v) and v >= 0, "must be an integer >= 0")
+    if "scores" in keys:
+        c.check("scores.boundary_band", lambda v: is_number(v) and 0 < v < 1, "must be in (0, 1)")
+        c.check(
+            "scores.calibration_bins", lambda v: is_int(v) and v >= 1, "must be an integer >= 1"
+        )
+        c.check(
+            "scores.size_thresholds",
+            lambda v: isinstance(v, ListConfig) and len(v) == 2 and all(is_int(x) for x in v)
+            and 0 < v[0] < v[1],
+            "must be two increasing positive integers (pixels), e.g. [1024, 9216]",
+        )  # fmt: skip
+        c.check(
+            "scores.size_skip_classes",
+            lambda v: isinstance(v, ListConfig) and all(is_int(x) and x >= 0 for x in v),
+            "must be a list of class ids, e.g. [0] (or [])",
+        )
     if "format" in keys:
         c.check("format", lambda v: v in EXPORT_FORMATS, one_of(EXPORT_FORMATS))
     if "parity" in keys:

@@ -5,9 +5,12 @@ they agree on the same model and data. Labels are never resized: probabilities a
 """
 
 import heapq
+import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -20,6 +23,19 @@ from segexp.evaluation.metrics import confusion_matrix, confusion_scores
 from segexp.inference.predictor import Predictor
 
 _EPS = 1e-7
+
+
+class Scorer(Protocol):
+    """A score accumulated image by image in the evaluator's pass (segexp.evaluation.boundary,
+    .calibration, .object_size): `update` per image, `result` at the end."""
+
+    name: str
+
+    def update(
+        self, label: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray
+    ) -> None: ...
+
+    def result(self) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,9 @@ class EvalResult:
     images: int
     worst: list[ScoredImage] = field(default_factory=list)
     first: list[ScoredImage] = field(default_factory=list)  # the split's first images, in order
+    image_ious: list[float] = field(default_factory=list)  # each image's own mean IoU
+    extra: dict[str, dict] = field(default_factory=dict)  # scorer name -> its result()
+    seconds: dict[str, float] = field(default_factory=dict)  # scorer name -> time in updates
 
     def metrics(self, class_names: tuple[str, ...], prefix: str) -> dict[str, float]:
         """Flat metrics: PREFIX/loss, /pixel_accuracy, /mean_iou, /mean_accuracy, /mean_dice and
@@ -54,7 +73,28 @@ class EvalResult:
         for name, iou in zip(class_names, self.scores["iou"], strict=True):
             if not np.isnan(iou):
                 flat[f"{prefix}/iou/{metric_name(name)}"] = float(iou)
-        return flat
+        return {**flat, **self.extra_metrics(class_names, prefix)}
+
+    def extra_metrics(self, class_names: tuple[str, ...], prefix: str) -> dict[str, float]:
+        """The scores past mean IoU the pass computed: PREFIX/boundary_iou, /boundary_f, /ece,
+        /iou_small|medium|large, and per class PREFIX/boundary_iou/<class>, /ece/<class>."""
+        flat: dict[str, float] = {}
+        per_class = []
+        if "boundary" in self.extra:
+            b = self.extra["boundary"]
+            flat[f"{prefix}/boundary_iou"] = b["mean_boundary_iou"]
+            flat[f"{prefix}/boundary_f"] = b["mean_boundary_f"]
+            per_class.append(("boundary_iou", b["boundary_iou"]))
+        if "calibration" in self.extra:
+            flat[f"{prefix}/ece"] = self.extra["calibration"]["ece"]
+            per_class.append(("ece", self.extra["calibration"]["class_ece"]))
+        for key, value in self.extra.get("object_size", {}).items():
+            if key.startswith("iou_"):
+                flat[f"{prefix}/{key}"] = value
+        for key, values in per_class:
+            for name, value in zip(class_names, values, strict=True):
+                flat[f"{prefix}/{key}/{metric_name(name)}"] = value
+        return {k: float(v) for k, v in flat.items() if not np.isnan(v)}
 
 
 class Evaluator:
@@ -70,6 +110,7 @@ class Evaluator:
         keep_worst: int = 0,
         cache: SampleCache | None = None,
         keep_first: int = 0,
+        scorers: Sequence[Scorer] = (),
     ) -> None:
         self.split, self.dataset, self.batch_size = split, dataset, batch_size
         self.problems = problems or FileProblems()
@@ -77,6 +118,7 @@ class Evaluator:
             dataset.num_classes, dataset.ignore_index, skip_corrupt, self.problems, cache
         )
         self.keep_worst, self.keep_first = keep_worst, keep_first  # images kept for figures
+        self.scorers = scorers  # more scores from the same pass (boundary, calibration, size)
 
     def read(self, pair: tuple[Path, Path]) -> tuple[Path, np.ndarray, np.ndarray] | None:
         """(image path, image, mask) of an (image, mask) pair; None for a skipped corrupt file."""
@@ -96,6 +138,8 @@ class Evaluator:
         loss_sum, loss_pixels, count = 0.0, 0, 0
         worst: list[tuple[float, int, ScoredImage]] = []
         first: list[ScoredImage] = []
+        image_ious: list[float] = []
+        seconds = dict.fromkeys((s.name for s in self.scorers), 0.0)
         pairs = list(zip(self.split.images, self.split.masks, strict=True))
         with ThreadPoolExecutor(max_workers=2) as pool:
             for start in range(0, len(pairs), self.batch_size):
@@ -114,6 +158,11 @@ class Evaluator:
                     loss_pixels += int(valid.sum())
                     count += 1
                     image_iou = confusion_scores(matrix)["mean_iou"]
+                    image_ious.append(float(image_iou))
+                    for scorer in self.scorers:
+                        started = time.perf_counter()
+                        scorer.update(label, predicted, probs)
+                        seconds[scorer.name] += time.perf_counter() - started
                     if len(first) < self.keep_first:
                         first.append(ScoredImage(image_iou, path, image, label, predicted))
                     if self.keep_worst and not np.isnan(image_iou):
@@ -131,4 +180,7 @@ class Evaluator:
             images=count,
             worst=[s for _, _, s in sorted(worst, key=lambda t: -t[0])],
             first=first,
+            image_ious=image_ious,
+            extra={s.name: s.result() for s in self.scorers},
+            seconds=seconds,
         )

@@ -1,12 +1,13 @@
 """What `segexp.evaluate` leaves in its output folder: the per-class table (Markdown, CSV), the
-per-class IoU bars, the normalized confusion matrix and the worst-IoU images."""
+per-class IoU bars, the normalized confusion matrix, the worst-IoU images, the distribution of
+per-image IoU and the reliability diagram."""
 
 from pathlib import Path
 
 from segexp.data.dataset import SegmentationDataset
 from segexp.evaluation import class_table
 from segexp.evaluation.evaluator import EvalResult
-from segexp.reporting import plots
+from segexp.reporting import plots, score_plots
 
 
 def write_report(
@@ -48,6 +49,23 @@ def write_report(
             title=f"the {len(result.worst)} {split} images of lowest mean IoU",
         )
         _save(figure, output / "worst_images.png", dpi=80)
+    if result.image_ious:
+        _save(
+            score_plots.image_iou_histogram(
+                result.image_ious, [w.mean_iou for w in result.worst],
+                f"{split}: mean IoU per image ({len(result.image_ious)} images)",
+            ),
+            output / "per_image_iou.png",
+        )  # fmt: skip
+    if "calibration" in result.extra:
+        c = result.extra["calibration"]
+        _save(
+            score_plots.reliability_figure(
+                c["bin_count"], c["bin_confidence"], c["bin_accuracy"], c["ece"],
+                f"{split}: reliability of the top-class probability",
+            ),
+            output / "reliability.png",
+        )  # fmt: skip
     return class_table.as_text(result, names)
 
 

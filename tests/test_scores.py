@@ -1,0 +1,116 @@
+"""Scores past mean IoU against independent computations: Boundary IoU and boundary F on
+hand-drawn masks and against the paper's definition written with scipy's distance transform,
+ECE against a textbook loop, and IoU by object size on regions of known areas."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from segexp.evaluation.boundary import BoundaryScores, band_width
+from segexp.evaluation.calibration import Calibration
+from segexp.evaluation.object_size import SizeBins
+
+
+def _square(shape, top, left, side, value=1):
+    mask = np.zeros(shape, np.int64)
+    mask[top : top + side, left : left + side] = value
+    return mask
+
+
+def _band(mask, d):
+    """The paper's G_d: pixels of the mask within chessboard distance d of its contour, the
+    outside of the image counting as background (scipy, not the code under test)."""
+    padded = np.pad(mask, 1)
+    distance = ndimage.distance_transform_cdt(padded, metric="chessboard")[1:-1, 1:-1]
+    return mask & (distance <= d)
+
+
+def test_boundary_iou_of_a_square_shifted_by_two_pixels_is_16_over_56():
+    shape = (20, 20)
+    truth, guess = _square(shape, 5, 5, 10), _square(shape, 5, 7, 10)
+    ratio = 1 / np.hypot(*shape)  # d = 1 pixel
+    assert band_width(shape, ratio) == 1
+    scores = BoundaryScores(2, ratio)
+    scores.update(truth, guess)
+    # rings of 36 pixels each; they share 8 pixels of the top row and 8 of the bottom one
+    assert scores.result()["boundary_iou"][1] == pytest.approx(16 / 56)
+    same = BoundaryScores(2, ratio)
+    same.update(truth, truth)
+    assert same.result()["boundary_iou"][1] == 1.0 and same.result()["boundary_f"][1] == 1.0
+
+
+def test_boundary_scores_match_the_definition_on_random_blobs_over_several_images():
+    rng = np.random.default_rng(0)
+    ratio, classes = 0.03, 3
+    scores = BoundaryScores(classes, ratio, ignore_index=255)
+    sums = np.zeros((classes, 6))
+    for _ in range(4):
+        shape = tuple(rng.integers(40, 70, 2))
+        label = ndimage.median_filter(rng.integers(0, classes, shape), size=7)
+        predicted = ndimage.median_filter(rng.integers(0, classes, shape), size=7)
+        label[:3] = 255  # ignored pixels count for neither
+        scores.update(label, predicted)
+        d = band_width(shape, ratio)
+        valid = label != 255
+        for c in range(classes):
+            truth, guess = label == c, (predicted == c) & valid
+            tb, gb = _band(truth, d) & valid, _band(guess, d) & valid
+            tl, gl = _band(truth, 1) & valid, _band(guess, 1) & valid
+            near_truth = ndimage.distance_transform_cdt(~tl, metric="chessboard") <= d
+            near_guess = ndimage.distance_transform_cdt(~gl, metric="chessboard") <= d
+            sums[c] += [(tb & gb).sum(), (tb | gb).sum(), gl.sum(), (gl & near_truth).sum(),
+                        tl.sum(), (tl & near_guess).sum()]  # fmt: skip
+    result = scores.result()
+    np.testing.assert_allclose(result["boundary_iou"], sums[:, 0] / sums[:, 1])
+    precision, recall = sums[:, 3] / sums[:, 2], sums[:, 5] / sums[:, 4]
+    np.testing.assert_allclose(result["boundary_f"], 2 * precision * recall / (precision + recall))
+    assert result["mean_boundary_iou"] == pytest.approx(np.mean(sums[:, 0] / sums[:, 1]))
+
+
+def test_ece_matches_the_textbook_loop_on_known_probabilities():
+    rng = np.random.default_rng(1)
+    classes, bins = 4, 10
+    logits = rng.normal(0, 2, (30, 40, classes))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    label = rng.integers(0, classes, (30, 40))
+    label[0] = 255
+    calibration = Calibration(classes, bins)
+    calibration.update(label, probs.argmax(-1), probs)
+    valid = label != 255
+    confidence, predicted = probs.max(-1)[valid], probs.argmax(-1)[valid]
+    right = predicted == label[valid]
+
+    def ece(conf, ok):
+        total = 0.0
+        for b in range(bins):
+            low, high = b / bins, (b + 1) / bins
+            inside = (conf >= low) & ((conf < high) if b < bins - 1 else (conf <= high))
+            if inside.any():
+                total += inside.sum() / len(conf) * abs(ok[inside].mean() - conf[inside].mean())
+        return total
+
+    result = calibration.result()
+    assert result["ece"] == pytest.approx(ece(confidence, right), abs=1e-12)
+    for c in range(classes):
+        mine = predicted == c
+        assert result["class_ece"][c] == pytest.approx(ece(confidence[mine], right[mine]))
+    assert result["bin_count"].sum() == valid.sum()
+
+
+def test_iou_by_object_size_on_regions_of_known_areas():
+    label = np.zeros((100, 100), np.int64)
+    label[2:12, 2:12] = 1  # 100 px: small (thresholds 200, 2000)
+    label[20:50, 2:32] = 1  # 900 px: medium
+    label[50:100, 50:100] = 2  # 2500 px: large
+    predicted = np.zeros_like(label)
+    predicted[2:12, 2:12] = 1  # the small one exactly: IoU 1
+    predicted[20:35, 2:32] = 1  # the top half of the medium one: 450 / 900
+    predicted[40:100, 50:100] = 2  # the large one and 10 rows above it: 2500 / 3000
+    predicted[0:2, 80:90] = 2  # a prediction touching no region: not counted in any bin
+    sizes = SizeBins(3, thresholds=(200, 2000), skip_classes=(0,))
+    sizes.update(label, predicted)
+    result = sizes.result()
+    assert (result["regions_small"], result["regions_medium"], result["regions_large"]) == (1, 1, 1)
+    assert result["iou_small"] == 1.0
+    assert result["iou_medium"] == pytest.approx(450 / 900)
+    assert result["iou_large"] == pytest.approx(2500 / 3000)
