@@ -40,7 +40,7 @@ def data_config(cfg: DictConfig, loaded: object) -> tuple[DictConfig, int]:
 def evaluate(cfg: DictConfig) -> float:
     """Evaluate `cfg.model` on `cfg.split`; return the mean IoU."""
     validate_config(cfg)
-    validate_inference_config(cfg, ("model", "split", "worst_images", "tta", "scores"))
+    validate_inference_config(cfg, ("model", "split", "worst_images", "tta", "scores", "calibrate"))
     configure_tensorflow_env(bool(cfg.get("verbose", False)))
     import mlflow
 
@@ -53,19 +53,38 @@ def evaluate(cfg: DictConfig) -> float:
     mlflow.set_tracking_uri(uri)
     loaded = load_model(str(cfg.model))
     dataset_cfg, image_size = data_config(cfg, loaded)
-    dataset, result = _score(cfg, loaded, dataset_cfg, image_size)
+    fit = _calibrate(cfg, loaded, dataset_cfg, image_size) if cfg.calibrate else None
+    temperature = None if fit is None else fit["temperature"]
+    dataset, result = _score(cfg, loaded, dataset_cfg, image_size, cfg.split, temperature)
     split = dataset.split(cfg.split)
     print(f"{dataset.name} {cfg.split} ({len(split)} images), model {loaded.source}")
     output = Path(HydraConfig.get().runtime.output_dir)
     print(write_report(result, dataset, output))
-    _log(cfg, uri, loaded, result.metrics(dataset.class_names, prefix=EVAL_PREFIX), output)
+    metrics = result.metrics(dataset.class_names, prefix=EVAL_PREFIX)
+    if fit is not None:
+        from segexp.inference.calibrated import keep_temperature
+
+        metrics[f"{EVAL_PREFIX}/temperature"] = fit["temperature"]
+        print(keep_temperature(cfg, uri, loaded, fit, output))
+    _log(cfg, uri, loaded, metrics, output)
     return float(result.scores["mean_iou"])
 
 
-def _score(
+def _calibrate(
     cfg: DictConfig, loaded: object, dataset_cfg: DictConfig, image_size: int
-) -> tuple[object, object]:
-    """(the dataset, the EvaluationResult of the loaded model on cfg.split)."""
+) -> dict[str, float]:
+    """Fit the temperature on cfg.calibrate (one pass over that split): temperature, NLL before
+    and after."""
+    _, result = _score(cfg, loaded, dataset_cfg, image_size, cfg.calibrate, None, fit=True)
+    return result.extra["temperature"]
+
+
+def _score(
+    cfg: DictConfig, loaded: object, dataset_cfg: DictConfig, image_size: int, split: str,
+    temperature: float | None, fit: bool = False,
+) -> tuple[object, object]:  # fmt: skip
+    """(the dataset, the EvaluationResult of the loaded model on `split`); with `fit`, only the
+    temperature is fitted in that pass."""
     from segexp.data.checks import layout_findings
     from segexp.data.registry import build_dataset
     from segexp.evaluation.evaluator import Evaluator
@@ -89,30 +108,42 @@ def _score(
         TTAOptions.from_config(OmegaConf.to_container(cfg.tta, resolve=True)),
         size_multiple=int(loaded.config.get("output_stride", cfg.backbone.output_stride)),
     )
+    if split not in dataset.splits:
+        raise SegexpError(f"split={split}: dataset {dataset.name} has {', '.join(dataset.splits)}")
+    if fit:
+        from segexp.evaluation.calibration import TemperatureFit
+
+        chosen = [TemperatureFit(dataset.num_classes)]
+    else:
+        chosen = scorers(cfg, dataset, temperature)
     evaluator = Evaluator(
-        dataset.split(cfg.split),
+        dataset.split(split),
         dataset,
         batch_size=cfg.trainer.batch_size,
         skip_corrupt=bool(dataset_cfg.skip_corrupt),
-        keep_worst=cfg.worst_images,
+        keep_worst=0 if fit else cfg.worst_images,
         cache=_disk_cache(dataset_cfg),
-        scorers=scorers(cfg, dataset),
+        scorers=chosen,
     )
     return dataset, evaluator.evaluate(predictor)
 
 
-def scorers(cfg: DictConfig, dataset: object) -> list:
-    """The scores past mean IoU that cfg.scores asks for, fed by the evaluator's one pass."""
+def scorers(cfg: DictConfig, dataset: object, temperature: float | None = None) -> list:
+    """The scores past mean IoU that cfg.scores asks for, fed by the evaluator's one pass; with
+    a fitted `temperature`, also the ECE after scaling (calibration_scaled)."""
     from segexp.evaluation.boundary import BoundaryScores
     from segexp.evaluation.calibration import Calibration
     from segexp.evaluation.object_size import SizeBins
 
     s, n = cfg.scores, dataset.num_classes
-    return [
+    chosen = [
         BoundaryScores(n, float(s.boundary_band), dataset.ignore_index),
         Calibration(n, int(s.calibration_bins)),
         SizeBins(n, tuple(int(t) for t in s.size_thresholds), tuple(s.size_skip_classes)),
     ]
+    if temperature is not None:
+        chosen.append(Calibration(n, int(s.calibration_bins), temperature, "calibration_scaled"))
+    return chosen
 
 
 def _log(

@@ -76,13 +76,19 @@ def _labels_and_size(cfg: DictConfig, loaded: Any, num_classes: int) -> tuple[di
     return labels, cfg.image_size
 
 
-def _write(output: Path, stem: str, image: np.ndarray, predicted: np.ndarray, labels: dict) -> None:
-    """<stem>_label.png, <stem>_color.png and <stem>_overlay.png of one prediction."""
+def _write(
+    output: Path, stem: str, image: np.ndarray, probabilities: np.ndarray, labels: dict
+) -> None:
+    """<stem>_label.png, <stem>_confidence.png (the top-class probability, 0..255),
+    <stem>_color.png and <stem>_overlay.png of one prediction."""
     from PIL import Image
 
     from segexp.reporting import plots
 
+    predicted = probabilities.argmax(axis=-1)
     save_label_map(output / f"{stem}_label.png", predicted)
+    confidence = np.round(probabilities.max(axis=-1) * 255).astype(np.uint8)
+    Image.fromarray(confidence).save(output / f"{stem}_confidence.png")
     colors = plots.colorize(predicted, labels["colormap"])
     Image.fromarray(colors).save(output / f"{stem}_color.png")
     figure = plots.overlay_figure(image, predicted, labels["colormap"], labels["class_names"])
@@ -90,10 +96,10 @@ def _write(output: Path, stem: str, image: np.ndarray, predicted: np.ndarray, la
 
 
 def predict(cfg: DictConfig) -> int:
-    """Write the three files per input image; return how many images were done. An image that
+    """Write the four files per input image; return how many images were done. An image that
     cannot be read is named on stderr and skipped; the call then fails at the end, counting them."""
     validate_config(cfg)
-    validate_inference_config(cfg, ("model", "input", "output", "tta"))
+    validate_inference_config(cfg, ("model", "input", "output", "tta", "temperature"))
     configure_tensorflow_env(bool(cfg.get("verbose", False)))
     import keras
     import mlflow
@@ -114,6 +120,7 @@ def predict(cfg: DictConfig) -> int:
         labels["flip_pairs"],
         TTAOptions.from_config(OmegaConf.to_container(cfg.tta, resolve=True)),
         size_multiple=int(loaded.config.get("output_stride", cfg.backbone.output_stride)),
+        temperature=_temperature(cfg, loaded),
     )
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -124,17 +131,23 @@ def predict(cfg: DictConfig) -> int:
         if image is None:
             failed += 1
             continue
-        predicted = predictor.predict([image])[0].argmax(axis=-1)
-        _write(output, path.stem, image, predicted, labels)
+        _write(output, path.stem, image, predictor.predict([image])[0], labels)
         progress.update(done)
     written = len(files) - failed
-    print(f"wrote {3 * written} files for {written} image(s) to {output}")
+    print(f"wrote {4 * written} files for {written} image(s) to {output}")
     if failed:
         raise SegexpError(
             f"{failed} of {len(files)} image(s) could not be read (named above); "
             f"the other {written} were written to {output}"
         )
     return written
+
+
+def _temperature(cfg: DictConfig, loaded: object) -> float:
+    """temperature= when set, else the model's own (a calibrated model's), else 1."""
+    if cfg.temperature is not None:
+        return float(cfg.temperature)
+    return float(loaded.config.get("temperature", 1.0))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")

@@ -13,6 +13,8 @@ ROWS = (
     "tracking, one epoch's metrics", "time to first training step", "training end to end, segexp",
     "training end to end, keras.io way", "forward FLOPs per image",
     "achieved training throughput", "float32 matmul 128x128", "peak RSS",
+    "evaluation: boundary IoU and F, cost per image", "evaluation: ECE, cost per image",
+    "evaluation: IoU by object size, cost per image",
 )  # fmt: skip
 
 

@@ -141,7 +141,7 @@ def test_evaluate_a_registered_model_logs_into_a_new_run_tagged_with_it(tiny_run
     assert not (tmp_path / "out" / "worst_images.png").exists()
 
 
-def test_predict_writes_label_color_and_overlay_for_mixed_sizes(tiny_run, tmp_path):
+def test_predict_writes_label_confidence_color_and_overlay_for_mixed_sizes(tiny_run, tmp_path):
     _, run_id = _run_id(tiny_run)
     images = tmp_path / "in"
     images.mkdir()
@@ -163,6 +163,47 @@ def test_predict_writes_label_color_and_overlay_for_mixed_sizes(tiny_run, tmp_pa
         color = np.asarray(Image.open(out / f"{stem}_color.png"))
         assert color.shape == (h, w, 3)
         assert (out / f"{stem}_overlay.png").stat().st_size > 0
+        confidence = np.asarray(Image.open(out / f"{stem}_confidence.png"))
+        assert confidence.shape == (h, w) and confidence.dtype == np.uint8
+        assert confidence.min() >= 255 // 20  # the top of 20 probabilities is at least 1/20
+
+
+def test_calibrate_fits_a_temperature_that_the_calibrated_model_applies(tiny_run, tmp_path):
+    import shutil
+
+    import mlflow
+
+    from segexp.models import load_keras
+
+    _, run_id = _run_id(tiny_run)
+    shutil.copy(tiny_run.workdir / "mlflow.db", tmp_path / "mlflow.db")  # other tests read it
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "eval"
+    done = run_command(
+        "evaluate",
+        [f"model={run_id}", "calibrate=val", f"tracking.uri={uri}", f"hydra.run.dir={out}"],
+        tiny_run.workdir,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(uri)
+    metrics = client.get_run(run_id).data.metrics
+    temperature = metrics["eval/temperature"]
+    assert 0.05 < temperature < 20 and 0 <= metrics["eval/ece_calibrated"] <= 1
+    assert f"with temperature {temperature:.4f}" in done.stdout
+    kept = (out / "calibration.json").read_text()
+    assert f'"temperature": {temperature}' in kept and '"fitted_on": "val"' in kept
+    # the calibrated pyfunc model gives softmax(logits / T), computed here with numpy
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/calibrated")
+    image = np.random.default_rng(3).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    confidence = model.predict(image, params={"output": "confidence"})
+    logits = np.asarray(load_keras(tiny_run.output_dir / "checkpoints" / "last.keras")(
+        image.astype(np.float32)), np.float64) / temperature  # fmt: skip
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    expected = (expected / expected.sum(-1, keepdims=True)).max(-1)
+    np.testing.assert_allclose(confidence, expected, atol=1e-4)
+    labels = model.predict(image)
+    assert labels.dtype == np.int32 and (labels == logits.argmax(-1)).mean() > 0.99
 
 
 TARGETS = {"keras": "model.keras", "saved_model": "saved", "onnx": "model.onnx",

@@ -114,3 +114,34 @@ def test_iou_by_object_size_on_regions_of_known_areas():
     assert result["iou_small"] == 1.0
     assert result["iou_medium"] == pytest.approx(450 / 900)
     assert result["iou_large"] == pytest.approx(2500 / 3000)
+
+
+def test_temperature_scaling_undoes_a_deliberately_over_confident_model():
+    from segexp.evaluation.calibration import TemperatureFit
+
+    rng = np.random.default_rng(2)
+    classes, shape = 5, (60, 60)
+    logits = rng.normal(0, 1.5, (*shape, classes))
+    calibrated = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    # labels drawn from the calibrated probabilities; the model says them 3x too sharply
+    cumulative = calibrated.cumsum(-1)
+    label = (rng.uniform(size=shape)[..., None] > cumulative).sum(-1).clip(0, classes - 1)
+    sharp = np.exp(3 * logits) / np.exp(3 * logits).sum(-1, keepdims=True)
+    predicted = sharp.argmax(-1)
+    fit = TemperatureFit(classes)
+    raw = Calibration(classes)
+    for scorer in (fit, raw):
+        scorer.update(label, predicted, sharp)
+    found = fit.result()
+    assert found["temperature"] == pytest.approx(3.0, rel=0.15)
+    assert found["nll_after"] < found["nll_before"]
+    scaled = Calibration(classes, temperature=found["temperature"])
+    scaled.update(label, predicted, sharp)
+    before, after = raw.result()["ece"], scaled.result()["ece"]
+    assert after < before / 2, (before, after)
+    # the scaled probabilities are softmax(log p / T), computed here with numpy
+    confidence = sharp ** (1 / found["temperature"])
+    confidence = (confidence / confidence.sum(-1, keepdims=True)).max(-1)
+    np.testing.assert_allclose(
+        scaled.sums[:, :, 1].sum(), confidence.sum(), rtol=1e-6
+    )  # summed confidence over all bins (probabilities clipped at 1e-12 before the log)

@@ -42,6 +42,16 @@ def validate_inference_config(cfg: DictConfig, keys: tuple[str, ...]) -> None:
         c.check("split", lambda v: isinstance(v, str) and v != "", "must name a split, e.g. val")
     if "worst_images" in keys:
         c.check("worst_images", lambda v: is_int(v) and v >= 0, "must be an integer >= 0")
+    if "calibrate" in keys:
+        c.check(
+            "calibrate",
+            lambda v: v is None or (isinstance(v, str) and v != ""),
+            "must be null or a split to fit the temperature on, e.g. val",
+        )
+    if "temperature" in keys:
+        c.check(
+            "temperature", lambda v: v is None or (is_number(v) and v > 0), "must be null or > 0"
+        )
     if "scores" in keys:
         c.check("scores.boundary_band", lambda v: is_number(v) and 0 < v < 1, "must be in (0, 1)")
         c.check(

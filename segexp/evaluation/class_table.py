@@ -76,6 +76,12 @@ def summary_line(result: EvalResult) -> str:
         f"mean IoU {_cell(s['mean_iou'])} %, mean accuracy {_cell(s['mean_accuracy'])} %, "
         f"mean Dice {_cell(s['mean_dice'])} %, loss {result.loss:.4f}"
     )
+    scaled = result.extra.get("calibration_scaled")
+    if scaled:
+        line += (
+            f"\nECE {_percent(result.extra['calibration']['ece'])} -> {_percent(scaled['ece'])} "
+            f"with temperature {scaled['temperature']:.4f}"
+        )
     size = result.extra.get("object_size")
     if size:
         bins = ", ".join(

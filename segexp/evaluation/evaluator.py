@@ -87,6 +87,8 @@ class EvalResult:
             per_class.append(("boundary_iou", b["boundary_iou"]))
         if "calibration" in self.extra:
             flat[f"{prefix}/ece"] = self.extra["calibration"]["ece"]
+        if "calibration_scaled" in self.extra:  # after temperature scaling
+            flat[f"{prefix}/ece_calibrated"] = self.extra["calibration_scaled"]["ece"]
             per_class.append(("ece", self.extra["calibration"]["class_ece"]))
         for key, value in self.extra.get("object_size", {}).items():
             if key.startswith("iou_"):

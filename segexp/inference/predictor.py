@@ -47,7 +47,8 @@ def window_starts(length: int, crop: int, stride: int) -> list[int]:
 class Predictor:
     """Runs a segmentation model on RGB images (H, W, 3) and returns probabilities (H, W, C).
     With `logits`, that function (e.g. an exported model in its own runtime) maps a float32
-    batch to logits instead of `model`."""
+    batch to logits instead of `model`; `temperature` (fitted by segexp.evaluate calibrate=)
+    divides the logits before the softmax: the argmax stays, the confidence changes."""
 
     def __init__(
         self,
@@ -58,8 +59,10 @@ class Predictor:
         tta: TTAOptions = TTAOptions(),
         size_multiple: int = 16,
         logits: Callable[[np.ndarray], np.ndarray] | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self.input_size, self.num_classes, self.tta = input_size, num_classes, tta
+        self.temperature = float(temperature)  # softmax(logits / T): T > 1 softens confidence
         self.size_multiple = size_multiple
         mirror = list(range(num_classes))
         for left, right in flip_pairs:
@@ -68,11 +71,14 @@ class Predictor:
 
         @tf.function(reduce_retracing=True)
         def forward(images: tf.Tensor) -> tf.Tensor:
-            return ops.softmax(ops.cast(model(images, training=False), "float32"), axis=-1)
+            scaled = ops.cast(model(images, training=False), "float32") / self.temperature
+            return ops.softmax(scaled, axis=-1)
 
         self._forward = lambda images: forward(tf.constant(images)).numpy()
         if logits is not None:  # another runtime (an exported model) computes the logits
-            self._forward = lambda images: _softmax(np.asarray(logits(images), np.float32))
+            self._forward = lambda images: _softmax(
+                np.asarray(logits(images), np.float32) / self.temperature
+            )
 
     def _probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax of a float32 batch, averaged with its mirror image when tta.flip."""

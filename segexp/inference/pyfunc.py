@@ -30,9 +30,12 @@ def log_segmentation_model(
     The Keras checkpoint is its artifact and `config` (image size, stride, class names,
     colormap, ...) its model config and metadata; segexp's code travels with it (code_paths).
     """
+    from mlflow.types import ParamSchema, ParamSpec
+
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3), "image")]),
         outputs=Schema([TensorSpec(np.dtype(np.int32), (-1, -1, -1), "labels")]),
+        params=ParamSchema([ParamSpec("output", "string", "labels")]),  # or "confidence"
     )
     with warnings.catch_warnings():  # the signature is explicit; no example image is needed
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")

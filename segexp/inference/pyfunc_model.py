@@ -14,7 +14,9 @@ KERAS_ARTIFACT = "keras_model"  # artifact key; MLflow keeps the file as artifac
 
 
 class SegmentationModel(mlflow.pyfunc.PythonModel):
-    """pyfunc model: (N, H, W, 3) uint8 RGB -> (N, H, W) int32 class ids."""
+    """pyfunc model: (N, H, W, 3) uint8 RGB -> (N, H, W) int32 class ids, or with
+    params={"output": "confidence"} the top-class probability (float32), at the model's
+    temperature (1, or the one segexp.evaluate calibrate= fitted)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Load the Keras model and build the predictor the model config describes."""
@@ -30,6 +32,7 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
             int(config["image_size"]),
             int(config["num_classes"]),
             size_multiple=int(config["output_stride"]),
+            temperature=float(config.get("temperature", 1.0)),  # a calibrated model's
         )
 
     def predict(
@@ -50,4 +53,6 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"expected RGB images (N, H, W, 3), got shape {images.shape}")
         probabilities = self.predictor.predict(list(images))
+        if (params or {}).get("output") == "confidence":  # the top-class probability
+            return np.stack([p.max(axis=-1).astype(np.float32) for p in probabilities])
         return np.stack([p.argmax(axis=-1).astype(np.int32) for p in probabilities])

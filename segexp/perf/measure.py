@@ -147,6 +147,7 @@ def _timed_figures(setup: _Setup) -> list[Figure]:
         evaluator.split
     ) / statistics.median(eval_rate)
     tracking_pct = [100 * t / epoch_s for t in _tracking_seconds(dataset, b.repeats)]
+    score_ms = _score_costs(evaluator, predictor, b.repeats)
     segexp_rate = fit_rate(model, setup.batches, b.warmup, b.steps, b.repeats, batch)
     return [
         Figure("training, batches in memory", train_rate, "images/s"),
@@ -156,7 +157,29 @@ def _timed_figures(setup: _Setup) -> list[Figure]:
         Figure("tracking, one epoch's metrics", tracking_pct, "% of an epoch"),
         Figure("time to first training step", [setup.first_step_s], "s"),
         Figure("training end to end, segexp", segexp_rate, "images/s"),
-    ]
+        *(Figure(f"evaluation: {name}, cost per image", ms, "ms/image")
+          for name, ms in score_ms.items()),
+    ]  # fmt: skip
+
+
+def _score_costs(evaluator: Any, predictor: Any, repeats: int) -> dict[str, list[float]]:
+    """Milliseconds per image each score past mean IoU adds to the evaluator's pass (segexp
+    .evaluate's defaults: a band of 0.02 of the diagonal, 15 bins, COCO's size thresholds)."""
+    from segexp.evaluation.boundary import BoundaryScores
+    from segexp.evaluation.calibration import Calibration
+    from segexp.evaluation.object_size import SizeBins
+
+    n, ignore = evaluator.dataset.num_classes, evaluator.dataset.ignore_index
+    names = {"boundary": "boundary IoU and F", "calibration": "ECE",
+             "object_size": "IoU by object size"}  # fmt: skip
+    costs: dict[str, list[float]] = {label: [] for label in names.values()}
+    for _ in range(repeats):
+        evaluator.scorers = [BoundaryScores(n, 0.02, ignore), Calibration(n), SizeBins(n)]
+        result = evaluator.evaluate(predictor)
+        for key, label in names.items():
+            costs[label].append(1000 * result.seconds[key] / max(result.images, 1))
+    evaluator.scorers = []
+    return costs
 
 
 def measure(cfg: DictConfig) -> tuple[list[Figure], dict[str, float], list[str]]:
