@@ -42,6 +42,36 @@ def validate_inference_config(cfg: DictConfig, keys: tuple[str, ...]) -> None:
         c.check("split", lambda v: isinstance(v, str) and v != "", "must name a split, e.g. val")
     if "worst_images" in keys:
         c.check("worst_images", lambda v: is_int(v) and v >= 0, "must be an integer >= 0")
+    _check_scores(c, keys)
+    if "tta" in keys:
+        c.check(
+            "tta.scales",
+            lambda v: (
+                isinstance(v, ListConfig) and len(v) > 0 and all(is_number(x) and x > 0 for x in v)
+            ),
+            "must be a non-empty list of positive numbers, e.g. [0.75,1.0,1.25]",
+        )
+        c.check("tta.flip", lambda v: isinstance(v, bool), "must be true or false")
+        c.check("tta.mode", lambda v: v in TTA_MODES, one_of(TTA_MODES))
+        stride = get(cfg, "backbone.output_stride")
+        optional_size = f"must be null or a positive multiple of {stride}"
+        crop = c.check(
+            "tta.crop",
+            lambda v: v is None or (is_int(v) and v > 0 and v % stride == 0),
+            optional_size,
+        )
+        c.check(
+            "tta.stride",
+            lambda v: v is None or (is_int(v) and v > 0 and (crop is None or v <= crop)),
+            "must be null or a positive integer no larger than tta.crop",
+        )
+    if c.problems:
+        raise ConfigError("\n".join(c.problems))
+
+
+def _check_scores(c: Checker, keys: tuple[str, ...]) -> None:
+    """evaluate's scores.* and calibrate, predict's temperature, export's format and parity.*
+    (those in `keys`)."""
     if "calibrate" in keys:
         c.check(
             "calibrate",
@@ -73,27 +103,3 @@ def validate_inference_config(cfg: DictConfig, keys: tuple[str, ...]) -> None:
     if "parity" in keys:
         for key in ("parity.max_logit_diff", "parity.max_mean_iou_change"):
             c.check(key, lambda v: is_number(v) and v >= 0, "must be a number >= 0")
-    if "tta" in keys:
-        c.check(
-            "tta.scales",
-            lambda v: (
-                isinstance(v, ListConfig) and len(v) > 0 and all(is_number(x) and x > 0 for x in v)
-            ),
-            "must be a non-empty list of positive numbers, e.g. [0.75,1.0,1.25]",
-        )
-        c.check("tta.flip", lambda v: isinstance(v, bool), "must be true or false")
-        c.check("tta.mode", lambda v: v in TTA_MODES, one_of(TTA_MODES))
-        stride = get(cfg, "backbone.output_stride")
-        optional_size = f"must be null or a positive multiple of {stride}"
-        crop = c.check(
-            "tta.crop",
-            lambda v: v is None or (is_int(v) and v > 0 and v % stride == 0),
-            optional_size,
-        )
-        c.check(
-            "tta.stride",
-            lambda v: v is None or (is_int(v) and v > 0 and (crop is None or v <= crop)),
-            "must be null or a positive integer no larger than tta.crop",
-        )
-    if c.problems:
-        raise ConfigError("\n".join(c.problems))
