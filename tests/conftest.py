@@ -31,6 +31,20 @@ def _isolated_tracking_uri(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+@pytest.fixture
+def pyfunc_imports_undone():
+    """Loading a pyfunc model puts its copy of segexp (code_paths, without conf/) first on
+    sys.path and drops the imported segexp modules, for the rest of the process: later tests in
+    this worker, and the processes they spawn, would import that copy. Undone after the test."""
+    saved_path = list(sys.path)
+    saved = {k: m for k, m in sys.modules.items() if k == "segexp" or k.startswith("segexp.")}
+    yield
+    sys.path[:] = saved_path
+    for name in [k for k in sys.modules if k == "segexp" or k.startswith("segexp.")]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
 def compose_config(name: str, *overrides: str) -> DictConfig:
     """Compose conf/NAME.yaml with overrides, as `python -m segexp.NAME` would."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

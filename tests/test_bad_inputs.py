@@ -266,7 +266,9 @@ def test_predict_names_each_bad_image_goes_on_and_exits_1(tmp_path):
     ]
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        f"{stem}_{kind}.png" for stem in "ac" for kind in ("color", "label", "overlay")
+        f"{stem}_{kind}.png"
+        for stem in "ac"
+        for kind in ("color", "confidence", "label", "overlay")
     ]
 
 

@@ -168,7 +168,9 @@ def test_predict_writes_label_confidence_color_and_overlay_for_mixed_sizes(tiny_
         assert confidence.min() >= 255 // 20  # the top of 20 probabilities is at least 1/20
 
 
-def test_calibrate_fits_a_temperature_that_the_calibrated_model_applies(tiny_run, tmp_path):
+def test_calibrate_fits_a_temperature_that_the_calibrated_model_applies(
+    tiny_run, tmp_path, pyfunc_imports_undone
+):
     import shutil
 
     import mlflow
@@ -194,7 +196,7 @@ def test_calibrate_fits_a_temperature_that_the_calibrated_model_applies(tiny_run
     assert f'"temperature": {temperature}' in kept and '"fitted_on": "val"' in kept
     # the calibrated pyfunc model gives softmax(logits / T), computed here with numpy
     mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/calibrated")
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/calibrated", dst_path=str(tmp_path / "m"))
     image = np.random.default_rng(3).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
     confidence = model.predict(image, params={"output": "confidence"})
     logits = np.asarray(load_keras(tiny_run.output_dir / "checkpoints" / "last.keras")(

@@ -220,7 +220,9 @@ def test_a_checkpoint_loads_in_a_fresh_python_with_the_documented_one_liner(tiny
     assert done.stdout.strip().splitlines()[-1] == "(None, None, None, 20)"  # 20 synthetic classes
 
 
-def test_logged_model_loads_with_pyfunc_and_returns_label_maps(logged, tiny_run, tmp_path):
+def test_logged_model_loads_with_pyfunc_and_returns_label_maps(
+    logged, tiny_run, tmp_path, pyfunc_imports_undone
+):
     _, run = logged
     mlflow.set_tracking_uri(tiny_run.tracking_uri)
     # (into tmp_path: MLflow's default download folder is never removed)
