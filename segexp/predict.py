@@ -124,7 +124,8 @@ def predict(cfg: DictConfig) -> int:
     )
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
-    progress = keras.utils.Progbar(len(files), unit_name="image")
+    # a bar on a terminal; in a pipe or a log file, no escape codes: the closing line says it
+    progress = keras.utils.Progbar(len(files), unit_name="image") if sys.stdout.isatty() else None
     failed = 0
     for done, path in enumerate(files, start=1):
         image = _readable(path)
@@ -132,7 +133,8 @@ def predict(cfg: DictConfig) -> int:
             failed += 1
             continue
         _write(output, path.stem, image, predictor.predict([image])[0], labels)
-        progress.update(done)
+        if progress is not None:
+            progress.update(done)
     written = len(files) - failed
     print(f"wrote {4 * written} files for {written} image(s) to {output}")
     if failed:

@@ -156,6 +156,8 @@ def test_predict_writes_label_confidence_color_and_overlay_for_mixed_sizes(tiny_
         tiny_run.workdir,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"wrote 12 files for 3 image(s) to {out}" in done.stdout
+    assert "\x1b" not in done.stdout + done.stderr and "\r" not in done.stdout  # piped: no bar
     for name, (h, w) in sizes.items():
         stem = Path(name).stem
         label = np.asarray(Image.open(out / f"{stem}_label.png"))
