@@ -74,9 +74,9 @@ def render(header: list[str], rows: list[list[str]], fmt: str) -> str:
         csv.writer(out).writerows([header, *rows])
         return out.getvalue()
     if fmt == "markdown":
-        lines = [header, ["---"] * len(header), *rows]
-        return "\n".join("| " + " | ".join(c.replace("|", "\\|") for c in line) + " |"
-                         for line in lines) + "\n"  # fmt: skip
+        from segexp.tracking.summary import markdown_table
+
+        return markdown_table(header, rows)
     widths = [max(len(line[c]) for line in [header, *rows]) for c in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
@@ -222,26 +222,14 @@ def _grouped(
     client: MlflowClient, runs: list[Run], over: list[str], args: argparse.Namespace, what: str
 ) -> str:
     """Print the table of groups over `over`, write their mean-and-band figure; the note."""
-    from segexp.tracking.groups import (
-        MetricChoice,
-        group_runs,
-        group_table,
-        groups_figure,
-        groups_note,
-    )
+    from segexp.tracking.groups import group_report
     from segexp.tracking.summary import METRIC
 
-    metrics = [MetricChoice(METRIC, "max")]
-    for text in args.metric:  # each metric once (val/mean_iou is there already)
-        choice = MetricChoice.parse(text)
-        if choice.name not in {m.name for m in metrics}:
-            metrics.append(choice)
-    groups = group_runs(client, runs, over, metrics)
-    header, rows = group_table(groups, over, metrics)
-    sys.stdout.write(render(header, rows, args.format))
     title = f"{what}: {METRIC} per group over {', '.join(over)}"
-    groups_figure(client, groups, METRIC, title).savefig(args.figure, dpi=100)
-    return groups_note(groups, over, metrics)
+    report = group_report(client, runs, over, title, args.metric)
+    sys.stdout.write(render(report.header, report.rows, args.format))
+    report.figure.savefig(args.figure, dpi=100)
+    return report.note
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ parent run when the sweep varies a seed."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -235,3 +236,30 @@ def groups_figure(client: MlflowClient, groups: list[RunGroup], metric: str, tit
     baselines = {g.baseline() for g in groups} - {None}
     baseline = baselines.pop() if len(baselines) == 1 and metric == METRIC else None
     return band_figure(curves, metric, title, baseline)
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    """What compare and a seed sweep's parent show of the groups: the table, how to read it,
+    and the mean-and-band figure."""
+
+    header: list[str]
+    rows: list[list[str]]
+    note: str
+    figure: Figure
+
+
+def group_report(
+    client: MlflowClient, runs: list[Run], over: list[str], title: str, extra: Sequence[str] = ()
+) -> GroupReport:
+    """The groups of `runs` over `over`, ranked by best val/mean_iou; `extra` metrics
+    ('NAME[:min|max]') aggregated beside it, each once."""
+    metrics = [MetricChoice(METRIC, "max")]
+    for text in extra:
+        choice = MetricChoice.parse(text)
+        if choice.name not in {m.name for m in metrics}:
+            metrics.append(choice)
+    groups = group_runs(client, runs, over, metrics)
+    header, rows = group_table(groups, over, metrics)
+    figure = groups_figure(client, groups, METRIC, title)
+    return GroupReport(header, rows, groups_note(groups, over, metrics), figure)

@@ -69,12 +69,16 @@ def as_csv(rows: list[list[str]]) -> str:
     return out.getvalue()
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, "|" in cells escaped, ending in a newline."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+                     for row in lines) + "\n"  # fmt: skip
+
+
 def as_markdown(rows: list[list[str]], note: str | None = None) -> str:
     """The table as Markdown (and the trivial-runs note under it)."""
-    lines = [COLUMNS, ["---"] * len(COLUMNS), *rows]
-    table = "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-                      for row in lines) + "\n"  # fmt: skip
-    return table + (f"\n{note}\n" if note else "")
+    return markdown_table(COLUMNS, rows) + (f"\n{note}\n" if note else "")
 
 
 _LINE_STYLES = ("-", "--", ":", "-.")
@@ -201,29 +205,17 @@ def grouped_over_seeds(
 ) -> str:
     """The configurations of a sweep over seeds: sweep_summary_groups.csv and the groups'
     mean-and-band figure, logged to the parent; returns the Markdown section."""
-    from segexp.tracking.groups import (
-        MetricChoice,
-        group_runs,
-        group_table,
-        groups_figure,
-        groups_note,
-    )
+    from segexp.tracking.groups import group_report
 
-    metrics = [MetricChoice(METRIC, "max")]
-    groups = group_runs(client, runs, seeds, metrics)
-    header, rows = group_table(groups, seeds, metrics)
+    title = f"sweep: {METRIC} per configuration over {', '.join(seeds)}"
+    report = group_report(client, runs, seeds, title)
     out = io.StringIO()
-    csv.writer(out).writerows([header, *rows])
+    csv.writer(out).writerows([report.header, *report.rows])
     (sweep_dir / "sweep_summary_groups.csv").write_text(out.getvalue())
     client.log_artifact(parent, str(sweep_dir / "sweep_summary_groups.csv"))
-    title = f"sweep: {METRIC} per configuration over {', '.join(seeds)}"
-    client.log_figure(parent, groups_figure(client, groups, METRIC, title),
-                      "sweep_val_mean_iou_groups.png")  # fmt: skip
-    lines = [header, ["---"] * len(header), *rows]
-    table = "\n".join("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
-                      for row in lines)  # fmt: skip
-    return (f"\n## Over {', '.join(seeds)}\n\n{table}\n\n"
-            f"{groups_note(groups, seeds, metrics)}\n")  # fmt: skip
+    client.log_figure(parent, report.figure, "sweep_val_mean_iou_groups.png")
+    table = markdown_table(report.header, report.rows)
+    return f"\n## Over {', '.join(seeds)}\n\n{table}\n{report.note}\n"
 
 
 def summarize(
