@@ -14,8 +14,7 @@ from omegaconf import DictConfig
 from segexp.cli import configure_tensorflow_env, one_line_errors, run_app
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.errors import ConfigError
-from segexp.perf.measure import measure
-from segexp.perf.report import report, write_section
+from segexp.perf.report import write_section
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="bench")
@@ -23,19 +22,49 @@ from segexp.perf.report import report, write_section
 def main(cfg: DictConfig) -> None:
     """Hydra task: measure the composed config, print the table, write the report."""
     validate_config(cfg)
+    if cfg.bench.mode not in ("full", "steps"):
+        raise ConfigError(f"bench.mode={cfg.bench.mode!r} is not allowed: must be full or steps")
     for key, least in (("steps", 1), ("warmup", 1), ("repeats", 1), ("matmul_size", 64)):
         value = cfg.bench[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ConfigError(
                 f"bench.{key}={value!r} is not allowed: must be an integer >= {least}"
             )
+    if cfg.bench.mode == "steps":  # the training step alone, TensorFlow left out
+        _steps_only(cfg)
+        return
     configure_tensorflow_env(bool(cfg.get("verbose", False)))
+    from segexp.perf.measure import measure
+    from segexp.perf.report import report
+
     figures, ratios, notes = measure(cfg)
     section = report(cfg, figures, ratios, notes)
     print(section)
     if cfg.bench.output:
         key = f"{cfg.backbone.name}-{cfg.image_size}-{cfg.trainer.batch_size}"
         write_section(Path(cfg.bench.output), key, section)
+        print(f"written to {cfg.bench.output}")
+
+
+def _steps_only(cfg: DictConfig) -> None:
+    """bench.mode=steps: time the compiled training step on random in-memory batches on the
+    Keras backend of KERAS_BACKEND; under JAX or PyTorch TensorFlow is never imported."""
+    import logging
+    import os
+
+    from segexp.config.backends import keras_backend
+    from segexp.perf.steps import section_key, step_figures, step_report
+
+    if keras_backend() == "tensorflow":
+        configure_tensorflow_env(bool(cfg.get("verbose", False)))
+    elif keras_backend() == "jax":
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # memory as it is used
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no-TPU notes
+    figures, notes = step_figures(cfg)
+    section = step_report(cfg, figures, notes)
+    print(section)
+    if cfg.bench.output:
+        write_section(Path(cfg.bench.output), section_key(cfg), section)
         print(f"written to {cfg.bench.output}")
 
 

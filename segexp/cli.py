@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from segexp import console
 from segexp.config import CONFIG_DIR
+from segexp.config.backends import keras_backend
 from segexp.config.overrides import (
     check_group_choices,
     check_keys,
@@ -33,9 +35,16 @@ def configure_tensorflow_env(verbose: bool = False) -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     console.set_verbosity(verbose)
     with console.native_noise_filtered(keep_all=verbose):
+        if keras_backend() == "torch":  # Keras first: its torch backend loads triton, whose
+            import keras  # noqa: F401  LLVM crashes the process when TensorFlow's came first
+
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the CUDA probe, and its lines, happen here
+        if keras_backend() != "tensorflow":
+            # JAX or PyTorch computes; TensorFlow only reads the data (tf.data), on the CPU
+            tf.config.set_visible_devices([], "GPU")
+            logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no-TPU notes
 
 
 def error_lines(err: SegexpError) -> str:

@@ -4,11 +4,19 @@ precision, loss scaling under float16; TensorFlow's oneDNN switch."""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+import segexp.training.precision as precision_module
 from segexp.cli import configure_tensorflow_env
 from segexp.models.build import build_model
-from segexp.training.build import compile_model
+from segexp.training.build import build_compiled_model, compile_model
 from segexp.training.losses import CrossEntropy
+from segexp.training.precision import (
+    DeviceFacts,
+    _cpu,
+    bf16_keeps_accuracy,
+    choose_precision,
+)
 from tests.conftest import compose_config
 
 
@@ -68,3 +76,73 @@ def test_onednn_is_on_by_default_and_the_users_choice_wins(monkeypatch):
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     configure_tensorflow_env()
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+GPU_A100 = DeviceFacts("gpu", "NVIDIA A100", (8, 0))
+GPU_P100 = DeviceFacts("gpu", "Tesla P100", (6, 0))
+CPU_BF16 = DeviceFacts("cpu", "AMD EPYC", cpu_flags=frozenset({"avx2", "avx512_bf16"}))
+CPU_AMX = DeviceFacts("cpu", "Xeon", cpu_flags=frozenset({"amx_bf16", "amx_tile"}))
+CPU_PLAIN = DeviceFacts("cpu", "AMD EPYC", cpu_flags=frozenset({"avx2", "fma"}))
+
+
+@pytest.mark.parametrize(
+    ("facts", "bf16_ok", "policy", "why"),
+    [
+        (GPU_A100, None, "mixed_float16", "has tensor cores (compute capability 8.0)"),
+        (GPU_P100, None, "float32", "no tensor cores"),
+        (DeviceFacts("tpu", "v5e"), None, "mixed_bfloat16", "TPUs"),
+        (CPU_BF16, True, "mixed_bfloat16", "native bfloat16 (avx512_bf16) and mixed_bfloat16 kept"),
+        (CPU_AMX, True, "mixed_bfloat16", "native bfloat16 (amx_bf16)"),
+        (CPU_BF16, False, "float32", "lost more than 0.02 val mean IoU"),
+        (CPU_PLAIN, True, "float32", "has no native bfloat16"),
+        (
+            DeviceFacts("cpu", "EPYC", cpu_flags=frozenset({"avx512_bf16"}), backend="jax"),
+            True,
+            "float32",
+            "measured only under TensorFlow",
+        ),
+    ],
+)
+def test_auto_precision_picks_per_device(facts, bf16_ok, policy, why):
+    chosen = choose_precision("auto", facts, bf16_ok=bf16_ok)
+    assert chosen.policy == policy
+    assert why in chosen.reason
+
+
+def test_an_explicit_precision_is_kept_on_any_device():
+    assert choose_precision("float32", GPU_A100).policy == "float32"
+    assert choose_precision("mixed_bfloat16", CPU_PLAIN).policy == "mixed_bfloat16"
+
+
+def test_the_cpu_flags_come_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu avx512_bf16 sse\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu avx512_bf16 sse\n"
+    )
+    assert _cpu(info) == ("AMD EPYC 9B14", frozenset({"fpu", "avx512_bf16", "sse"}))
+
+
+def test_the_bf16_rule_follows_the_recorded_measurement():
+    assert bf16_keeps_accuracy({"float32": 0.30, "mixed_bfloat16": 0.29})
+    assert not bf16_keeps_accuracy({"float32": 0.30, "mixed_bfloat16": 0.27})
+
+
+def test_auto_on_a_faked_tensor_core_gpu_builds_a_float16_model_with_loss_scaling(
+    policy, monkeypatch
+):
+    monkeypatch.setattr(precision_module, "device_facts", lambda backend: GPU_A100)
+    cfg = compose_config("train", "backbone=tiny", "image_size=32", "aspp.filters=8",
+                         "decoder.filters=8", "decoder.low_level_filters=8", "loss=cross_entropy",
+                         "trainer.precision=auto")  # fmt: skip
+    labels = type("Labels", (), {"num_classes": 4, "ignore_index": 255})()
+    model = build_compiled_model(
+        cfg, labels, {"train": np.ones(4)}, 2, tf.distribute.get_strategy()
+    )
+    assert model.get_layer("aspp_project_conv").compute_dtype == "float16"
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    monkeypatch.setattr(precision_module, "device_facts", lambda backend: CPU_PLAIN)
+    model = build_compiled_model(
+        cfg, labels, {"train": np.ones(4)}, 2, tf.distribute.get_strategy()
+    )
+    assert model.get_layer("aspp_project_conv").compute_dtype == "float32"

@@ -1,7 +1,8 @@
 """Every allowed value of a config key that is a choice from a list, in one place: the validator
 checks against these and the code that acts on a key imports them from here (TensorFlow-free)."""
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype policies
+# Keras dtype policies, or auto (segexp.training.precision: by device)
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # segexp.training.distribute
 CACHE_MODES = ("none", "memory", "disk")  # segexp.data.cache
 GENERATED_DATASETS = ("synthetic", "digits")  # drawn by segexp into paths.data_dir: no root

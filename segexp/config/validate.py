@@ -5,6 +5,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segexp.config.backbone_specs import BACKBONES
+from segexp.config.backends import check_backend_support
 from segexp.config.checker import Checker, get, is_int, is_number
 from segexp.config.choices import (
     AUGMENT_RECIPES,
@@ -58,6 +59,7 @@ def _check_trainer(c: Checker) -> None:
     c.check("trainer.sync_bn", lambda v: isinstance(v, bool), "must be true or false")
     c.check("trainer.steps_per_execution", lambda v: is_int(v) and v > 0, _POSITIVE_INT)
     c.check("optimizer.learning_rate", lambda v: is_number(v) and v > 0, "must be a number > 0")
+    check_backend_support(c)
 
 
 def _check_classes(c: Checker) -> object:

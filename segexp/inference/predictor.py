@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
+
+from segexp.models.forward import backend, compiled_forward
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,18 @@ class Predictor:
             mirror[left], mirror[right] = right, left
         self.mirror = np.asarray(mirror)
 
-        @tf.function(reduce_retracing=True)
-        def forward(images: tf.Tensor) -> tf.Tensor:
-            scaled = ops.cast(model(images, training=False), "float32") / self.temperature
-            return ops.softmax(scaled, axis=-1)
+        if logits is None and backend() != "tensorflow":  # JAX, PyTorch: their own compiler
+            logits = compiled_forward(model)
+        if logits is None:
+            import tensorflow as tf
 
-        self._forward = lambda images: forward(tf.constant(images)).numpy()
-        if logits is not None:  # another runtime (an exported model) computes the logits
+            @tf.function(reduce_retracing=True)
+            def forward(images: tf.Tensor) -> tf.Tensor:
+                scaled = ops.cast(model(images, training=False), "float32") / self.temperature
+                return ops.softmax(scaled, axis=-1)
+
+            self._forward = lambda images: forward(tf.constant(images)).numpy()
+        else:  # another runtime (an exported model) or backend computes the logits
             self._forward = lambda images: _softmax(
                 np.asarray(logits(images), np.float32) / self.temperature
             )

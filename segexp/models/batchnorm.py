@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 import keras
 import numpy as np
 
+from segexp.models.forward import Forward, compiled_forward
+
 
 def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
     """Every BatchNormalization layer of `model`, nested models included, in build order."""
@@ -73,18 +75,10 @@ class PreciseBatchNorm:
         self.layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
         self._forward = None
 
-    def _training_forward(self) -> object:
+    def _training_forward(self) -> Forward:
         """The model in training mode, compiled once (with momentum 0 fixed at tracing)."""
         if self._forward is None:
-            model = self.model
-            if keras.backend.backend() == "tensorflow":
-                import tensorflow as tf
-
-                self._forward = tf.function(
-                    lambda images: model(images, training=True), reduce_retracing=True
-                )
-            else:
-                self._forward = lambda images: model(images, training=True)
+            self._forward = compiled_forward(self.model, training=True)
         return self._forward
 
     def __call__(self, batches: Iterable[object]) -> int:

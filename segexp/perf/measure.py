@@ -47,7 +47,7 @@ class Figure:
         return statistics.median(self.samples)
 
 
-def _peak_rss_mib() -> float:
+def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
@@ -207,7 +207,7 @@ def measure(cfg: DictConfig) -> tuple[list[Figure], dict[str, float], list[str]]
         Figure("forward FLOPs per image", [forward / 1e9], "GFLOP"),
         Figure("achieved training throughput", achieved, "GFLOP/s"),
         Figure(f"float32 matmul {b.matmul_size}x{b.matmul_size}", peak, "GFLOP/s"),
-        Figure("peak RSS", [_peak_rss_mib()], "MiB"),
+        Figure("peak RSS", [peak_rss_mib()], "MiB"),
     ]
     by_name = {f.name: f.median for f in figures}
     ratios = {

@@ -2,6 +2,7 @@
 so a tracking server that goes away loses nothing): params, tags, per-epoch metrics, figures,
 files, the dataset inputs and the skipped files."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -106,9 +107,13 @@ def run_tags(dataset: str, output_dir: Path) -> dict[str, str]:
         "segexp.version": segexp.__version__,
         "tensorflow.version": tf.__version__,
         "keras.version": keras.__version__,
+        "keras.backend": keras.backend.backend(),
         "dataset": dataset,
         "hydra.output_dir": str(output_dir.resolve()),
     }
+    backend = keras.backend.backend()
+    if backend != "tensorflow":  # its own version next to TensorFlow's (tf.data feeds it)
+        tags[f"{backend}.version"] = importlib.import_module(backend).__version__
     commit = git_commit()
     if commit:
         tags["segexp.git_commit"] = commit

@@ -1,16 +1,18 @@
 """The compiled model a config describes: DeepLabV3+, learning-rate schedule, loss and optimizer
 (each instantiated from its config group), compiled with segexp's confusion-matrix scores."""
 
+import contextlib
+from typing import Any
+
 import keras
 import numpy as np
-import tensorflow as tf
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from segexp.data.dataset import SegmentationDataset
 from segexp.evaluation.metrics import SegmentationScores
 from segexp.models.build import build_model
-from segexp.training.distribute import synchronize_batchnorm
+from segexp.training.precision import job_precision
 
 
 def compile_model(
@@ -41,15 +43,20 @@ def build_compiled_model(
     dataset: SegmentationDataset,
     histograms: dict[str, np.ndarray],
     steps_per_epoch: int,
-    strategy: tf.distribute.Strategy,
+    strategy: Any = None,
 ) -> keras.Model:
     """Model, schedule, loss and optimizer from the config, built and compiled inside the
-    strategy's scope (its variables are then mirrored on every replica) under the precision
-    policy of trainer.precision."""
-    keras.mixed_precision.set_dtype_policy(cfg.trainer.precision)  # layers built next use it
-    with strategy.scope():
+    tf.distribute strategy's scope (its variables are then mirrored on every replica; None:
+    no strategy, and TensorFlow is not imported) under the precision
+    policy of trainer.precision (auto: by device). JAX always compiles the step with XLA (its
+    uncompiled mode runs op by op); trainer.jit_compile decides under TensorFlow and PyTorch."""
+    policy = job_precision(cfg.trainer.precision).policy
+    keras.mixed_precision.set_dtype_policy(policy)  # layers built next use it
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_model(cfg, dataset.num_classes)
         if cfg.trainer.sync_bn:
+            from segexp.training.distribute import synchronize_batchnorm
+
             synchronize_batchnorm(model)
         learning_rate = instantiate(
             cfg.schedule,
@@ -66,7 +73,7 @@ def build_compiled_model(
         optimizer = instantiate(cfg.optimizer, learning_rate=learning_rate)
         compile_model(
             model, optimizer, loss, dataset.num_classes, dataset.ignore_index,
-            jit_compile=cfg.trainer.jit_compile,
+            jit_compile=bool(cfg.trainer.jit_compile) or keras.backend.backend() == "jax",
             steps_per_execution=cfg.trainer.steps_per_execution,
         )  # fmt: skip
     return model

@@ -77,7 +77,16 @@ def workers_of(name: str) -> Workers:
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """auto: MirroredStrategy over all GPUs when there are several, else the default strategy;
     one_device: the first GPU (or the CPU); mirrored: every GPU, or every logical CPU device;
-    multi_worker: MultiWorkerMirroredStrategy over the cluster of TF_CONFIG or SLURM."""
+    multi_worker: MultiWorkerMirroredStrategy over the cluster of TF_CONFIG or SLURM. Under
+    KERAS_BACKEND=jax or torch, auto is the default strategy (one device, the backend's)."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        if name != "auto":
+            raise SegexpError(
+                f"trainer.strategy={name} is not allowed: must be auto, tf.distribute is "
+                f"TensorFlow-only and this process runs KERAS_BACKEND={backend}"
+            )
+        return tf.distribute.get_strategy()
     if name == "multi_worker":  # before anything else starts TensorFlow's runtime
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver())
     gpus = tf.config.list_logical_devices("GPU")

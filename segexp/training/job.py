@@ -39,6 +39,7 @@ from segexp.training.figures import EpochPredictions, log_figures
 from segexp.training.interrupts import stop_on_signals
 from segexp.training.loop import TrainResult, fit
 from segexp.training.monitor import Watch, early_stop, watched_metrics
+from segexp.training.precision import log_backend_and_precision
 from segexp.training.setup import Job, clear_failures, prepare_job
 from segexp.training.sweep_gpus import claimed_gpu
 
@@ -207,13 +208,10 @@ def log_run_start(outbox: Outbox, job: Job, resume: bool = False) -> Baseline:
         plots.class_histogram(dataset.class_names, job.histograms, dataset.colormap),
         "data/class_histogram.png",
     )
-    outbox.params(
-        {
-            "trainer.replicas": job.strategy.num_replicas_in_sync,
-            "trainer.per_replica_batch": job.per_replica_batch,
-            "trainer.workers": job.workers.count,
-        }
-    )
+    outbox.params({"trainer.replicas": job.strategy.num_replicas_in_sync,
+                   "trainer.per_replica_batch": job.per_replica_batch,
+                   "trainer.workers": job.workers.count})  # fmt: skip
+    log_backend_and_precision(outbox, cfg.trainer.precision, resume)
     gpu = claimed_gpu()
     if gpu is not None:  # a param of the first attempt; a resumed one may be on another GPU
         outbox.tags({"launcher.gpu": gpu})

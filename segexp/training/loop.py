@@ -2,6 +2,7 @@
 the same batches), keeping the best and last checkpoints and a resumable training state; the
 work at step and epoch boundaries is in segexp.training.callbacks."""
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,8 @@ def _build_step_variables(
     TensorFlow trace that step twice (18 s of a 100 s tiny MobileNetV2 run on a 2-core CPU)."""
     if not isinstance(data, tf.data.Dataset):  # a strategy's pipeline: Keras builds it first
         return
-    with model.distribute_strategy.scope():
+    scope = getattr(model, "distribute_strategy", None)  # TensorFlow's; other backends: none
+    with scope.scope() if scope is not None else contextlib.nullcontext():
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         if not all(getattr(metric, "built", True) for metric in model.metrics):

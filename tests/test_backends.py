@@ -1,0 +1,196 @@
+"""The same model and training on every Keras 3 backend: a checkpoint saved under TensorFlow gives
+the same logits under JAX and PyTorch; a training under JAX logs each epoch with its backend,
+and a JAX run stopped mid-epoch and resumed ends as the uninterrupted one, weights included."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from segexp.config.validate import validate_config
+from segexp.errors import ConfigError
+from segexp.models.build import build_model
+from segexp.models.forward import compiled_forward
+from tests.conftest import compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = [
+    "backbone=tiny",
+    "image_size=64",
+    "aspp.filters=16",
+    "trainer.epochs=2",
+    "trainer.batch_size=4",
+    "trainer.verbose=2",
+    "trainer.deterministic=true",
+    "trainer.precision=auto",
+    "dataset.num_train=8",
+    "dataset.num_val=4",
+    "dataset.min_size=48",
+    "dataset.max_size=80",
+    "tracking.log_model=false",
+    "tracking.experiment=jax",
+]
+
+
+def _env(backend: str, fault: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEGEXP_FAULT")}
+    env.update(KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    if fault:
+        env["SEGEXP_FAULT"] = fault
+    return env
+
+
+@pytest.mark.slow
+def test_a_tensorflow_checkpoint_gives_the_same_logits_under_jax_and_torch(tmp_path):
+    """The reference model (ResNet50 DeepLabV3+, random weights) at 64 px: saved under
+    TensorFlow, loaded and run under each other backend, the logits agree within 1e-4."""
+    cfg = compose_config("train", "backbone=resnet50", "image_size=64")
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg, 20)
+    model.save(tmp_path / "model.keras")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    want = compiled_forward(model)(images)
+    assert np.abs(want).max() > 1.0, "logits large enough for the tolerance to mean something"
+    for backend in ("jax", "torch"):
+        out = tmp_path / f"{backend}.npy"
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.backend_logits", str(tmp_path / "model.keras"),
+             str(tmp_path / "images.npy"), str(out)],
+            cwd=ROOT, env=_env(backend), capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip().splitlines()[-1] == backend
+        got = np.load(out)
+        assert got.shape == want.shape == (2, 64, 64, 20)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4, err_msg=backend)
+
+
+def _train(workdir: Path, name: str, fault: str | None = None, resume: bool = False):
+    args = [f"resume={workdir / name}"] if resume else [
+        *ARGS, f"hydra.run.dir={workdir / name}", f"paths.data_dir={workdir / 'data'}",
+    ]  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "segexp.train", *args],
+        cwd=workdir, env=_env("jax", fault), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def jax_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Under JAX: one 2-epoch run uninterrupted, one stopped by SIGTERM after step 3 (epoch 2,
+    step 1 of 2) and resumed."""
+    workdir = tmp_path_factory.mktemp("jax")
+    done = {
+        "full": _train(workdir, "full"),
+        "stopped": _train(workdir, "stopped", "sigterm_at_step:3"),
+    }
+    done["resumed"] = _train(workdir, "stopped", resume=True)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("jax").experiment_id
+    runs = {Path(r.data.tags["hydra.output_dir"]).name: r for r in client.search_runs([experiment])}
+    return {"workdir": workdir, "done": done, "client": client, "runs": runs}
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def _state(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    with np.load(folder / "checkpoints" / "train_state.npz") as state:
+        meta = json.loads(state["meta"].tobytes().decode())
+        return meta["progress"], {k: state[k] for k in state.files if k != "meta"}
+
+
+@pytest.mark.slow
+def test_a_two_epoch_training_under_jax_logs_val_mean_iou_twice_and_its_backend(jax_runs):
+    done, client = jax_runs["done"]["full"], jax_runs["client"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trainer.precision=auto: float32" in done.stdout  # no CPU bf16 measured under JAX
+    run = jax_runs["runs"]["full"]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["keras.backend"] == "jax"
+    assert run.data.params["trainer.precision_used"] == "float32"
+    assert run.data.tags["jax.version"]
+    history = _history(client, run.info.run_id, "val/mean_iou")
+    assert [step for step, _ in history] == [1, 2]
+    assert all(0.0 <= value <= 1.0 for _, value in history)
+    assert [s for s, _ in _history(client, run.info.run_id, "train/loss")] == [1, 2]
+    assert (jax_runs["workdir"] / "full" / "checkpoints" / "best.keras").is_file()
+
+
+@pytest.mark.slow
+def test_a_jax_run_stopped_mid_epoch_resumes_to_the_uninterrupted_run(jax_runs):
+    done, client, runs = jax_runs["done"], jax_runs["client"], jax_runs["runs"]
+    assert done["stopped"].returncode == 143, done["stopped"].stderr[-3000:]
+    assert done["resumed"].returncode == 0, done["resumed"].stderr[-3000:]
+    full, mine = runs["full"], runs["stopped"]
+    assert client.get_run(mine.info.run_id).info.status == "FINISHED"
+    for key in ("val/mean_iou", "train/loss", "train/mean_iou", "val/loss"):
+        want = _history(client, full.info.run_id, key)
+        got = _history(client, mine.info.run_id, key)
+        assert [s for s, _ in got] == [1, 2], (key, got)
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=0, atol=1e-6)
+    progress_full, weights_full = _state(jax_runs["workdir"] / "full")
+    progress_mine, weights_mine = _state(jax_runs["workdir"] / "stopped")
+    assert progress_mine["epochs_done"] == progress_full["epochs_done"] == 2
+    assert weights_mine.keys() == weights_full.keys()
+    assert any(k.startswith("optimizer/") for k in weights_full)
+    for key, value in weights_full.items():
+        np.testing.assert_array_equal(weights_mine[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize(("key", "value"), [("trainer.strategy", "mirrored"),
+                                            ("trainer.sync_bn", "true")])  # fmt: skip
+def test_tensorflow_only_settings_are_refused_under_jax_in_one_line(monkeypatch, key, value):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    cfg = compose_config("train", f"{key}={value}")
+    with pytest.raises(ConfigError) as raised:
+        validate_config(cfg)
+    (line,) = str(raised.value).splitlines()
+    assert line.startswith(f"{key}=")
+    assert "tf.distribute is TensorFlow-only and this process runs KERAS_BACKEND=jax" in line
+
+
+def test_an_unknown_backend_is_named(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "mxnet")
+    with pytest.raises(ConfigError, match="KERAS_BACKEND='mxnet' is not allowed: must be "
+                                          "tensorflow, jax, torch"):  # fmt: skip
+        validate_config(compose_config("train"))
+
+
+NOT_INSTALLED = """
+import runpy, sys
+for name in ("tensorflow", "mlflow", "cv2", "sklearn", "matplotlib", "PIL"):
+    sys.modules[name] = None  # an import of any of these now fails
+sys.argv = ["segexp.bench", *sys.argv[1:]]
+runpy.run_module("segexp.bench", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_step_bench_runs_without_tensorflow_mlflow_or_image_libraries(tmp_path, backend):
+    """bench.mode=steps on a machine with only the backend and segexp's pure-Python
+    dependencies: TensorFlow, MLflow, OpenCV, Pillow, scikit-learn and Matplotlib cannot be
+    imported in that process (SciPy stays: JAX needs it)."""
+    output = tmp_path / "bench.md"
+    done = subprocess.run(
+        [sys.executable, "-c", NOT_INSTALLED, "bench.mode=steps", "backbone=tiny",
+         "image_size=32", "bench.steps=2", "bench.warmup=1", "bench.repeats=2",
+         "bench.matmul_size=128", f"bench.output={output}", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT, env=_env(backend), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = output.read_text()
+    assert f"training step only: tiny at 32 px, batch 4, {backend}" in text
+    assert "TensorFlow imported: no" in text
+    row = next(line for line in text.splitlines() if line.startswith("| training step"))
+    low, median, high = (float(cell) for cell in row.split("|")[2:5])
+    assert 0 < low <= median <= high
