@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from segexp.cli import configure_tensorflow_env, one_line_errors, run_app
 from segexp.config import CONFIG_DIR, validate_config
+from segexp.config.backends import keras_backend
 from segexp.errors import ConfigError
 from segexp.perf.report import write_section
 
@@ -24,6 +25,13 @@ def main(cfg: DictConfig) -> None:
     validate_config(cfg)
     if cfg.bench.mode not in ("full", "steps"):
         raise ConfigError(f"bench.mode={cfg.bench.mode!r} is not allowed: must be full or steps")
+    backend = keras_backend()
+    if cfg.bench.mode == "full" and backend != "tensorflow":
+        raise ConfigError(
+            f"bench.mode=full is not allowed under KERAS_BACKEND={backend}: its FLOPs, matmul "
+            "and keras.io-way rows are TensorFlow's; use bench.mode=steps (the training step "
+            "on this backend)"
+        )
     for key, least in (("steps", 1), ("warmup", 1), ("repeats", 1), ("matmul_size", 64)):
         value = cfg.bench[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
@@ -52,7 +60,6 @@ def _steps_only(cfg: DictConfig) -> None:
     import logging
     import os
 
-    from segexp.config.backends import keras_backend
     from segexp.perf.steps import section_key, step_figures, step_report
 
     if keras_backend() == "tensorflow":

@@ -3,7 +3,7 @@
 import pytest
 
 from segexp.accuracy import main
-from segexp.perf.accuracy import Comparison, Curve, markdown
+from segexp.perf.accuracy import Comparison, Curve, default_target, markdown, time_to_accuracy
 
 
 def test_time_to_accuracy_is_the_first_epoch_at_or_over_the_target():
@@ -11,6 +11,11 @@ def test_time_to_accuracy_is_the_first_epoch_at_or_over_the_target():
     assert curve.time_to(0.25) == 20.0
     assert curve.time_to(0.3) == 20.0
     assert curve.time_to(0.5) is None
+
+
+def test_the_default_target_lies_halfway_above_the_trivial_baseline():
+    assert default_target(0.0837, 0.1385) == 0.11  # half of the best (0.07) is under 0.0837
+    assert default_target(0.0424, 0.1380) == 0.09
 
 
 def test_report_has_both_curves_the_baseline_and_the_speed_up():
@@ -21,6 +26,17 @@ def test_report_has_both_curves_the_baseline_and_the_speed_up():
     assert "| 3 |  |  | 0.3000 | 120 s |" in text
     assert "predicting 'background' everywhere): val mean IoU 0.0812" in text
     assert "segexp default 100 s, keras.io way 120 s (speed-up 1.20x)" in text
+
+
+def test_the_benchmark_table_gives_each_datasets_time_to_accuracy_ratio():
+    ours = Curve("segexp default", [50.0, 100.0], [0.2, 0.4])
+    ref = Curve("keras.io way", [40.0, 80.0, 120.0], [0.05, 0.1, 0.3])
+    never = Curve("keras.io way", [40.0], [0.05])
+    text = time_to_accuracy([Comparison("digits", "", 0.08, "background", 0.25, [ours, ref]),
+                             Comparison("synthetic", "", 0.04, "background", 0.25, [ours, never])],
+                            "python -m segexp.accuracy")  # fmt: skip
+    assert "| digits | 0.25 | 100 s | 120 s | 1.20x |" in text
+    assert "| synthetic | 0.25 | 100 s | not reached | keras.io way never reached it |" in text
 
 
 @pytest.mark.slow
@@ -40,3 +56,6 @@ def test_a_tiny_comparison_trains_both_recipes_and_writes_the_report(tmp_path, m
     assert all(cell.strip() for r in rows for cell in r.split("|")[1:-1]), "both recipes, 2 epochs"
     assert "trivial baseline (predicting 'background' everywhere)" in text
     assert (tmp_path / "data" / "digits").is_dir()
+    bench = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "<!-- bench:time-to-accuracy:start -->" in bench
+    assert "| digits | " in bench

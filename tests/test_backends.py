@@ -194,3 +194,29 @@ def test_the_step_bench_runs_without_tensorflow_mlflow_or_image_libraries(tmp_pa
     row = next(line for line in text.splitlines() if line.startswith("| training step"))
     low, median, high = (float(cell) for cell in row.split("|")[2:5])
     assert 0 < low <= median <= high
+
+
+def test_export_formats_written_by_tensorflow_are_refused_under_jax(monkeypatch):
+    from segexp.config.inference import validate_inference_config
+
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    cfg = compose_config("export", "model=outputs/x/checkpoints/best.keras", "format=onnx")
+    with pytest.raises(ConfigError, match="format='onnx' is not allowed: must be keras under "
+                                          "KERAS_BACKEND=jax"):  # fmt: skip
+        validate_inference_config(cfg, ("format",))
+    validate_inference_config(compose_config("export", "model=m.keras", "format=keras"),
+                              ("format",))  # fmt: skip
+
+
+def test_the_full_bench_under_jax_points_to_the_steps_mode(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "segexp.bench", "backbone=tiny", "image_size=32",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT, env=_env("jax"), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: bench.mode=full is not allowed under KERAS_BACKEND=jax: its FLOPs, matmul and "
+        "keras.io-way rows are TensorFlow's; use bench.mode=steps (the training step on this "
+        "backend)"
+    )

@@ -41,6 +41,8 @@ def test_bench_prints_and_writes_every_figure_and_the_targets(tmp_path):
         assert 0 < low <= mid <= high, line
         assert line in done.stdout
     for target in (
+        "end to end >= 0.95 of the in-memory step",
+        "end to end > 1.0x the keras.io way",
         "training >= 1.8x the keras.io way",
         "input pipeline >= 10x the training",
         "achieved GFLOP/s >= 60% of the matmul peak",
@@ -68,3 +70,24 @@ def test_bad_bench_values_are_one_line(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         "error: bench.steps=0 is not allowed: must be an integer >= 1"
     )
+
+
+def test_a_ratio_just_at_a_strict_target_is_not_met():
+    from omegaconf import OmegaConf
+
+    from segexp.perf.measure import Figure
+    from segexp.perf.report import report
+
+    cfg = OmegaConf.create({
+        "backbone": {"name": "tiny"}, "image_size": 32,
+        "trainer": {"batch_size": 4, "precision": "float32", "jit_compile": False,
+                    "steps_per_execution": 1, "strategy": "auto"},
+        "augment": {"name": "none"}, "dataset": {"name": "synthetic"},
+        "bench": {"steps": 2, "warmup": 1, "repeats": 1},
+    })  # fmt: skip
+    figures = [Figure("tracking, one epoch's metrics", [0.1], "%")]
+    ratios = {"segexp / keras.io way": 1.0, "end to end / in-memory step": 0.95,
+              "cached pipeline": 500.0}  # fmt: skip
+    text = report(cfg, figures, ratios, [])
+    assert "| end to end > 1.0x the keras.io way | 1.00x | no |" in text
+    assert "| end to end >= 0.95 of the in-memory step | 0.95x | yes |" in text

@@ -135,3 +135,29 @@ def test_a_label_outside_the_classes_is_named_with_its_value(tmp_path):
     with pytest.raises(tf.errors.OpError):
         list(data)
     assert problems.fatal.kind == "bad_label" and "7" in problems.fatal.detail
+
+
+def test_a_private_pipeline_pool_gives_the_same_batches_with_its_thread_count(tmp_path):
+    split = _write_pairs(tmp_path, 8, np.random.default_rng(2), labels=(0, 1))
+    augment = AugmentOptions(name="standard")
+    default, one = (make_dataset(split, _labels(), 32, 4, training=True, seed=3, augment=augment,
+                                 threads=threads) for threads in (None, 1))  # fmt: skip
+    assert one.options().threading.private_threadpool_size == 1
+    assert one.options().threading.max_intra_op_parallelism == 1
+    assert default.options().threading.private_threadpool_size in (None, 0)
+    for (image_a, mask_a), (image_b, mask_b) in zip(default, one, strict=True):
+        np.testing.assert_array_equal(image_a.numpy(), image_b.numpy())
+        np.testing.assert_array_equal(mask_a.numpy(), mask_b.numpy())
+
+
+def test_the_training_pipeline_leaves_the_cores_to_a_step_the_cpu_computes(monkeypatch):
+    import segexp.training.precision as precision
+    from segexp.training.setup import pipeline_threads
+
+    monkeypatch.setattr(precision, "device_facts", lambda backend: precision.DeviceFacts("cpu"))
+    for cores, threads in ((2, 1), (4, 1), (16, 4), (None, 1)):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        assert pipeline_threads() == threads
+    gpu = precision.DeviceFacts("gpu", "A100", (8, 0))
+    monkeypatch.setattr(precision, "device_facts", lambda backend: gpu)
+    assert pipeline_threads() is None, "tf.data's own pool when a GPU computes"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
 
+from segexp.config.backends import keras_backend
 from segexp.config.checker import Checker, get, is_int, is_number
 from segexp.config.choices import EXPORT_FORMATS, TTA_MODES, one_of
 from segexp.errors import ConfigError
@@ -99,7 +100,11 @@ def _check_scores(c: Checker, keys: tuple[str, ...]) -> None:
             "must be a list of class ids, e.g. [0] (or [])",
         )
     if "format" in keys:
-        c.check("format", lambda v: v in EXPORT_FORMATS, one_of(EXPORT_FORMATS))
+        fmt = c.check("format", lambda v: v in EXPORT_FORMATS, one_of(EXPORT_FORMATS))
+        if fmt in EXPORT_FORMATS and fmt != "keras" and keras_backend() != "tensorflow":
+            c.fail("format", fmt, f"must be keras under KERAS_BACKEND={keras_backend()}: the "
+                   "other formats are written by TensorFlow; export from a TensorFlow process "
+                   "(the .keras checkpoint is the same on every backend)")  # fmt: skip
     if "parity" in keys:
         for key in ("parity.max_logit_diff", "parity.max_mean_iou_change"):
             c.check(key, lambda v: is_number(v) and v >= 0, "must be a number >= 0")

@@ -206,6 +206,7 @@ def make_dataset(
     skip_batches: int = 0,
     shard: tuple[int, int] = (0, 1),
     cache: SampleCache | None = None,
+    threads: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 image (B, S, S, 3) in 0..255, int32 mask (B, S, S)) for one split.
 
@@ -219,6 +220,7 @@ def make_dataset(
     of the epoch's order from `index` on; all shards get the same number of samples (the
     epoch's last len % count are left out), so every worker trains the same number of steps.
     `cache` (shared across calls) keeps what was read, so later epochs skip the files.
+    `threads`: the pipeline's own thread pool (default: tf.data's, as many threads as cores).
     """
     augment = augment if training and augment is not None and augment.enabled else None
     load = _SampleLoader(dataset, image_size, augment, skip_corrupt, problems, cache)
@@ -245,7 +247,17 @@ def make_dataset(
     batches = pairs.batch(batch_size, drop_remainder=training)
     if skip_batches and skip_corrupt:  # skipped files make batches uneven: count them read
         batches = batches.skip(skip_batches)
-    return batches.prefetch(tf.data.AUTOTUNE)
+    return _own_threads(batches, threads).prefetch(tf.data.AUTOTUNE)
+
+
+def _own_threads(batches: tf.data.Dataset, threads: int | None) -> tf.data.Dataset:
+    """The pipeline on a private pool of `threads` threads (None: tf.data's shared default)."""
+    if not threads:
+        return batches
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = threads
+    options.threading.max_intra_op_parallelism = 1
+    return batches.with_options(options)
 
 
 def epoch_seed_of(seed: int, epoch: int) -> int:

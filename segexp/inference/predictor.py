@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf  # module level: AutoGraph looks `tf` up in the module when it converts
 from keras import ops
 
 from segexp.models.forward import backend, compiled_forward
@@ -73,7 +74,6 @@ class Predictor:
         if logits is None and backend() != "tensorflow":  # JAX, PyTorch: their own compiler
             logits = compiled_forward(model)
         if logits is None:
-            import tensorflow as tf
 
             @tf.function(reduce_retracing=True)
             def forward(images: tf.Tensor) -> tf.Tensor:

@@ -10,10 +10,12 @@ from omegaconf import DictConfig
 
 from segexp.perf.measure import Figure
 
-TARGETS = (  # (ratio, at least, what the speed issue asks)
-    ("segexp / keras.io way", 1.8, "training >= 1.8x the keras.io way"),
-    ("achieved / matmul peak", 0.6, "achieved GFLOP/s >= 60% of the matmul peak"),
-    ("pipeline / training", 10.0, "input pipeline >= 10x the training rate"),
+TARGETS = (  # (ratio, at least (or above, when strict), what the speed issues ask, strict)
+    ("end to end / in-memory step", 0.95, "end to end >= 0.95 of the in-memory step", False),
+    ("segexp / keras.io way", 1.0, "end to end > 1.0x the keras.io way", True),
+    ("segexp / keras.io way", 1.8, "training >= 1.8x the keras.io way", False),
+    ("achieved / matmul peak", 0.6, "achieved GFLOP/s >= 60% of the matmul peak", False),
+    ("pipeline / training", 10.0, "input pipeline >= 10x the training rate", False),
 )
 
 
@@ -45,9 +47,9 @@ def report(
         "| target | measured | met |",
         "|---|---|---|",
     ]
-    for key, least, text in TARGETS:
+    for key, least, text, strict in TARGETS:
         if key in ratios:
-            met = "yes" if ratios[key] >= least else "no"
+            met = "yes" if ratios[key] > least or (ratios[key] == least and not strict) else "no"
             lines.append(f"| {text} | {ratios[key]:.2f}x | {met} |")
     met = "yes" if tracking.median <= 2.0 else "no"
     lines.append(f"| tracking overhead <= 2% of an epoch | {tracking.median:.2f}% | {met} |")

@@ -1,6 +1,7 @@
 """What a training job reads and trains on, before any MLflow run opens: the strategy, the
 checked dataset and its histograms, the sample cache, and each epoch's batches."""
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ class Job:
             self.dataset.split("train"), self.dataset, cfg.image_size, batch, training=True,
             seed=cfg.trainer.seed, augment=augment, skip_corrupt=bool(cfg.dataset.skip_corrupt),
             problems=self.problems, epoch=epoch, skip_batches=skip, shard=shard,
-            cache=self.cache,
+            cache=self.cache, threads=pipeline_threads(),
         )  # fmt: skip
 
     def train_batches(
@@ -70,6 +71,19 @@ class Job:
                 lambda batch, shard: self.epoch_batches(epoch, skip, batch, shard),
             )
         return self.epoch_batches(epoch, skip, batch_size)
+
+
+def pipeline_threads() -> int | None:
+    """Threads for the training input pipeline: when the CPU also computes the step, a quarter
+    of its cores (at least 1), so the pipeline's threads do not preempt the step's (each of its
+    ops waits for its slowest thread); tf.data's default pool when an accelerator computes."""
+    import keras
+
+    from segexp.training.precision import device_facts
+
+    if device_facts(keras.backend.backend()).kind != "cpu":
+        return None
+    return max(1, (os.cpu_count() or 1) // 4)
 
 
 def prepare_job(cfg: DictConfig, workers: Workers) -> Job:
