@@ -13,9 +13,9 @@ from segexp.training.build import build_compiled_model, compile_model
 from segexp.training.losses import CrossEntropy
 from segexp.training.precision import (
     DeviceFacts,
-    _cpu,
     bf16_keeps_accuracy,
     choose_precision,
+    cpu_info,
 )
 from tests.conftest import compose_config
 
@@ -120,7 +120,7 @@ def test_the_cpu_flags_come_from_cpuinfo(tmp_path):
         "processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu avx512_bf16 sse\n"
         "processor\t: 1\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu avx512_bf16 sse\n"
     )
-    assert _cpu(info) == ("AMD EPYC 9B14", frozenset({"fpu", "avx512_bf16", "sse"}))
+    assert cpu_info(info) == ("AMD EPYC 9B14", frozenset({"fpu", "avx512_bf16", "sse"}))
 
 
 def test_the_bf16_rule_follows_the_recorded_measurement():

@@ -237,16 +237,12 @@ def markdown(comparison: Comparison) -> str:
 
 
 def _machine() -> str:
-    """CPU model and core count, from /proc/cpuinfo where there is one."""
+    """CPU model and core count (the model from /proc/cpuinfo where there is one)."""
     import os
 
-    name = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
+    from segexp.training.precision import cpu_info
+
+    name = cpu_info()[0] or platform.processor() or platform.machine()
     return f"{name}, {os.cpu_count()} cores"
 
 

@@ -61,7 +61,7 @@ def step_figures(cfg: DictConfig) -> tuple[list[Figure], list[str]]:
             f"float32 matmul {b.matmul_size}x{b.matmul_size}",
             keras_matmul_gflops(b.matmul_size, b.repeats),
             "GFLOP/s",
-        ),  # fmt: skip
+        ),
         Figure("peak RSS", [peak_rss_mib()], "MiB"),
     ]
     tensorflow = "no" if sys.modules.get("tensorflow") is None else "yes (by Keras, to seed it)"

@@ -113,7 +113,7 @@ def device_facts(backend: str) -> DeviceFacts:
     accelerator = _accelerator(backend)
     if accelerator is not None:
         return accelerator
-    name, flags = _cpu()
+    name, flags = cpu_info()
     return DeviceFacts("cpu", name, cpu_flags=flags, backend=backend)
 
 
@@ -153,7 +153,7 @@ def _capability(text: object) -> tuple[int, int]:
     return int(major or 0), int(minor or 0)
 
 
-def _cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, frozenset[str]]:
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, frozenset[str]]:
     """The CPU's model name and feature flags (Linux); unknown elsewhere."""
     try:
         text = cpuinfo.read_text()
