@@ -152,6 +152,59 @@ def _colour_blocks(root, counts: dict[str, int]) -> None:
             save_mask(root / split / "masks" / f"{i:03d}.png", mask)
 
 
+def _assert_first_bn_holds_the_statistics_of(model, batches):
+    """The backbone's first BN (stage1_bn1 of backbone=tiny) holds the mean and variance of its
+    input, preprocess -> stage1_conv1 (no mode-dependent layer before it), over `batches`."""
+    backbone = model.get_layer("tiny")
+    conv, bn = backbone.get_layer("stage1_conv1"), backbone.get_layer("stage1_bn1")
+    preprocess = model.get_layer("preprocess")
+    inputs = np.concatenate([keras.ops.convert_to_numpy(conv(preprocess(images)))
+                             for images, _ in batches]).astype(np.float64)  # fmt: skip
+    assert len(inputs) == 16  # the 16 train images, once each
+    np.testing.assert_allclose(bn.moving_mean.numpy(), inputs.mean(axis=(0, 1, 2)), atol=1e-4)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), inputs.var(axis=(0, 1, 2)), rtol=1e-3)
+
+
+def test_precise_batchnorm_in_fit_leaves_the_epochs_exact_statistics_in_the_checkpoints(tmp_path):
+    """RecomputeBatchNorm as training calls it (before validation and the checkpoints, over the
+    epoch's first N batches): with Keras' momentum 0.99 the moving statistics alone lag far
+    behind; after it, best.keras and last.keras hold the exact statistics of those batches."""
+    import tensorflow as tf
+
+    from segexp.training.callbacks import RecomputeBatchNorm
+    from segexp.training.interrupts import StopRequest
+    from segexp.training.loop import fit
+    from tests.test_schedules import Scripted
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    conv = keras.layers.Conv2D(4, 3, padding="same", name="conv")
+    bn = keras.layers.BatchNormalization(momentum=0.99, name="bn")
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(bn(conv(inputs))))
+    model.compile(keras.optimizers.SGD(1e-2), "mse")
+    rng = np.random.default_rng(5)
+    images = np.concatenate(_batches(rng) + _batches(rng))  # 20 images, shifted and scaled
+    targets = np.zeros((20, 6, 6, 2), np.float32)
+    data = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4)
+
+    def batches(epoch, skip=0):
+        return data.skip(skip)  # the same batches every epoch
+
+    precise = RecomputeBatchNorm(lambda epoch: batches(epoch), num_batches=3)
+    fit(model, batches, 5, Scripted([{"val_mean_iou": 0.5}, {"val_mean_iou": 0.4}]), epochs=2,
+        checkpoint_dir=tmp_path, stop=StopRequest(), verbose=0,
+        before_validation=[precise])  # fmt: skip
+    for name in ("best.keras", "last.keras"):  # epoch 1's weights, epoch 2's
+        saved = keras.saving.load_model(tmp_path / name, compile=False)
+        first = saved.get_layer("conv")(images[:12])  # the first 3 batches of 4
+        first = keras.ops.convert_to_numpy(first).astype(np.float64)
+        mean, variance = first.mean(axis=(0, 1, 2)), first.var(axis=(0, 1, 2))
+        assert np.abs(mean).max() > 0.3, "the moving mean (from 0) would be far off without it"
+        bn = saved.get_layer("bn")
+        np.testing.assert_allclose(bn.moving_mean.numpy(), mean, atol=1e-5)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), variance, rtol=1e-4)
+
+
 @pytest.mark.slow
 def test_saved_model_scores_the_same_with_moving_and_batch_statistics(tmp_path):
     """After 12 steps, last.keras scores in inference mode as it does with batch statistics;
@@ -176,6 +229,8 @@ def test_saved_model_scores_the_same_with_moving_and_batch_statistics(tmp_path):
         job = prepare_job(cfg, workers_of("auto"))
         train_job(job, [], resume=False)
         model = keras.models.load_model(tmp_path / name / "checkpoints" / "last.keras")
+        if name == "precise":  # the job's own wiring: the last epoch's first batches, exactly
+            _assert_first_bn_holds_the_statistics_of(model, job.epoch_batches(2, 0, 4).take(16))
         evaluator = Evaluator(job.dataset.split("val"), job.dataset, batch_size=8)
         scores = {}
         for mode, net in (("moving", model), ("batch", _BatchStatistics(model))):

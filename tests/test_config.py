@@ -210,19 +210,30 @@ def test_unknown_keys_are_rejected_in_one_line(args, message):
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "checked"),
     [
-        ["optimizer=sgd", "optimizer.weight_decay=0.1"],  # the group choice adds the key
-        ["+trainer.extra=1", "hydra.run.dir=x", "experiment=keras_io_cihp", "trainer.epochs=2"],
-        ["-m", "backbone=resnet50,mobilenetv2", "backbone.freeze_bn=true"],
+        # the group choice adds the key
+        (["optimizer=sgd", "optimizer.weight_decay=0.1"], ["optimizer.weight_decay"]),
+        # new (+) and hydra keys are not checked; the experiment's keys are
+        (["+trainer.extra=1", "hydra.run.dir=x", "experiment=keras_io_cihp", "trainer.epochs=2",
+          "trainer.early_stopping.patience=3"],
+         ["trainer.epochs", "trainer.early_stopping.patience"]),
+        (["-m", "backbone=resnet50,mobilenetv2", "backbone.freeze_bn=true"],
+         ["backbone.freeze_bn"]),
     ],
-)
-def test_known_keys_pass_the_key_check(args):
-    check_keys(args, CONFIG_DIR, "train")
+)  # fmt: skip
+def test_known_keys_pass_the_key_check(args, checked):
+    assert check_keys(args, CONFIG_DIR, "train") == checked
 
 
 def test_sweeps_over_existing_options_pass_the_check():
-    check_group_choices(["-m", "optimizer=adam,sgd", "backbone=resnet50,mobilenetv2"], CONFIG_DIR)
+    checked = check_group_choices(
+        ["-m", "optimizer=adam,sgd", "backbone=resnet50,mobilenetv2", "trainer.epochs=2"],
+        CONFIG_DIR,
+    )
+    assert checked == [
+        "optimizer=adam", "optimizer=sgd", "backbone=resnet50", "backbone=mobilenetv2"
+    ]  # fmt: skip
 
 
 CLI_CASES = [

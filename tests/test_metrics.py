@@ -100,3 +100,69 @@ def test_every_score_matches_scikit_learn_with_an_absent_class(seed):
     assert 5 not in present
     assert np.isnan(scores["iou"][5]) and np.isnan(scores["accuracy"][5])
     assert np.isnan(scores["dice"][5])
+
+
+def _predicted_never_labelled_case():
+    """Labels use classes 0..2 only; class 3 is predicted on some pixels but never labelled,
+    class 4 is neither labelled nor predicted."""
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 3, size=(2, 12, 12))
+    labels[0, :2] = 255
+    predicted = np.where(rng.random(labels.shape) < 0.6, labels, rng.integers(0, 3, labels.shape))
+    predicted[rng.random(labels.shape) < 0.15] = 3
+    predicted[labels == 255] = 3  # predictions on ignored pixels count nowhere
+    return labels, predicted
+
+
+def _sklearn_mean_iou(labels, predicted):
+    """Mean IoU over the classes present in labels or predictions (scikit-learn's IoU of a
+    class predicted but never labelled is 0, and it counts)."""
+    valid = labels != 255
+    y_true, y_pred = labels[valid], predicted[valid]
+    present = np.union1d(y_true, y_pred)
+    assert 3 in present and 3 not in y_true  # the case this is about
+    return jaccard_score(y_true, y_pred, labels=present, average="macro")
+
+
+def test_a_class_predicted_but_never_labelled_scores_zero_and_counts_in_mean_iou():
+    from segexp.evaluation.metrics import confusion_matrix as segexp_confusion
+
+    labels, predicted = _predicted_never_labelled_case()
+    expected = _sklearn_mean_iou(labels, predicted)
+    scores = confusion_scores(segexp_confusion(labels, predicted, 5))
+    assert scores["iou"][3] == 0.0
+    assert np.isnan(scores["iou"][4])
+    assert scores["mean_iou"] == pytest.approx(expected, abs=1e-12)
+
+    logits = np.eye(5, dtype=np.float32)[predicted] * 10  # argmax = predicted
+    metric = SegmentationScores(5, ignore_index=255)
+    metric.update_state(labels, logits)
+    assert float(metric.result()["mean_iou"]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_evaluator_counts_a_class_predicted_but_never_labelled(tmp_path):
+    """The validation's Evaluator: a model that predicts class 1 on red pixels, on a val image
+    labelled all class 0 and 2: class 1's IoU is 0 and halves nothing away."""
+    from segexp.data.dataset import SegmentationDataset, Split
+    from segexp.data.palettes import bit_palette
+    from segexp.evaluation.evaluator import Evaluator
+    from segexp.inference.predictor import Predictor
+    from tests.fakedata import save_image, save_mask
+    from tests.test_inference import pixel_model
+
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[:, :8, 0] = 220  # red: predicted class 1
+    label = np.zeros((16, 16), np.uint8)
+    label[8:] = 2  # never predicted
+    save_image(tmp_path / "i.png", image)
+    save_mask(tmp_path / "m.png", label)
+    dataset = SegmentationDataset("t", {}, ("bg", "red", "other"), bit_palette(3))
+    split = Split((tmp_path / "i.png",), (tmp_path / "m.png",))
+    result = Evaluator(split, dataset).evaluate(Predictor(pixel_model(), 16, 3))
+    predicted = np.where(image[..., 0] > 128, 1, 0)
+    present = np.union1d(label, predicted)
+    expected = jaccard_score(label.ravel(), predicted.ravel(), labels=present, average="macro")
+    assert result.scores["mean_iou"] == pytest.approx(expected)
+    assert result.image_ious == [pytest.approx(expected)]
+    flat = result.metrics(dataset.class_names, prefix="val")
+    assert flat["val/iou/red"] == 0.0 and flat["val/mean_iou"] == pytest.approx(expected)

@@ -10,6 +10,7 @@ from segexp.data.dataset import SegmentationDataset, Split
 from segexp.data.files import DataFileError
 from segexp.data.palettes import bit_palette
 from segexp.data.pipeline import FileProblems, make_dataset
+from tests.fakedata import random_pair, save_image, save_mask
 
 
 def _labels(num_classes=8, flip_pairs=()):
@@ -161,3 +162,28 @@ def test_the_training_pipeline_leaves_the_cores_to_a_step_the_cpu_computes(monke
     gpu = precision.DeviceFacts("gpu", "A100", (8, 0))
     monkeypatch.setattr(precision, "device_facts", lambda backend: gpu)
     assert pipeline_threads() is None, "tf.data's own pool when a GPU computes"
+
+
+def test_evaluation_batches_are_the_files_unaugmented_even_with_augment_set(tmp_path):
+    """make_dataset(training=False) with augment=standard: images and masks at image_size come
+    back as the files hold them (no scale, crop, flip or colour jitter), in file order."""
+    rng = np.random.default_rng(6)
+    images, masks = [], []
+    for i in range(4):
+        image, mask = random_pair(rng, (0, 1, 2, 255), size=(32, 32))
+        image[:, :16] = rng.integers(0, 256, size=(32, 16, 3))  # no mirror symmetry
+        save_image(tmp_path / f"{i}.png", image)
+        save_mask(tmp_path / f"{i}_m.png", mask)
+        images.append(image)
+        masks.append(mask)
+    split = Split(tuple(tmp_path / f"{i}.png" for i in range(4)),
+                  tuple(tmp_path / f"{i}_m.png" for i in range(4)))  # fmt: skip
+    augment = AugmentOptions(name="standard", flip=1.0, scale=(1.5, 2.0))
+    batches = list(make_dataset(split, _labels(3, flip_pairs=((1, 2),)), 32, 3,
+                                training=False, seed=5, augment=augment))  # fmt: skip
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), np.stack(images))
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), np.stack(masks))
+    training = list(make_dataset(split, _labels(3, flip_pairs=((1, 2),)), 32, 4,
+                                 training=True, seed=5, augment=augment))  # fmt: skip
+    assert not np.array_equal(np.sort(training[0][0].numpy().ravel()),
+                              np.sort(np.stack(images).ravel().astype(np.float32)))  # fmt: skip

@@ -41,19 +41,59 @@ class Scripted(keras.callbacks.Callback):
         super().__init__()
         self.script = script
         self.class_metrics = {}
+        self.weights = []  # the model's weights as each epoch ended (what was validated)
 
     def on_epoch_end(self, epoch, logs=None):
+        self.weights.append([w.copy() for w in self.model.get_weights()])
         logs.update(self.script[epoch])
 
 
-def _tiny_fit(tmp_path, script, **kwargs):
+def _tiny_fit(tmp_path, script, validation=None, **kwargs):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     data = tf.data.Dataset.from_tensor_slices(
         (np.ones((8, 3), np.float32), np.zeros((8, 1), np.float32))
     ).batch(4)
-    return fit(model, lambda epoch, skip: data, 2, Scripted(script), epochs=len(script),
+    validation = validation or Scripted(script)
+    return fit(model, lambda epoch, skip: data, 2, validation, epochs=len(script),
                checkpoint_dir=tmp_path, stop=StopRequest(), verbose=0, **kwargs)  # fmt: skip
+
+
+def _saved_weights(path):
+    return keras.saving.load_model(path, compile=False).get_weights()
+
+
+def _assert_same(weights, expected):
+    assert len(weights) == len(expected)
+    for a, b in zip(weights, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("watch", "script", "best_epoch"),
+    [
+        (Watch(), [{"val_mean_iou": v} for v in (0.2, 0.7, 0.5, 0.7, 0.1)], 2),
+        (Watch("val/loss", "min"), [{"val_mean_iou": 0.1, "val_loss": v} for v in (3, 1, 2, 4)], 2),
+        (Watch(), [{"val_mean_iou": v} for v in (0.4, float("nan"), 0.3)], 1),
+        (Watch(), [{"val_mean_iou": v} for v in (0.1, 0.2, 0.3)], 3),
+    ],
+)
+def test_best_checkpoint_holds_the_best_epochs_weights_and_last_the_last(
+    tmp_path, watch, script, best_epoch
+):
+    """A scripted fit whose best epoch is known (ties keep the first, NaN never wins): best.keras
+    holds the weights validated at that epoch, last.keras those of the last epoch."""
+    validation = Scripted(script)
+    result = _tiny_fit(tmp_path, script, validation=validation, best=watch)
+    assert result.best_epoch == best_epoch
+    assert result.best_value == script[best_epoch - 1][watch.key]
+    assert result.best_checkpoint == tmp_path / "best.keras"
+    assert result.last_checkpoint == tmp_path / "last.keras"
+    epochs = validation.weights
+    assert len(epochs) == len(script)
+    assert not np.array_equal(epochs[0][0], epochs[-1][0]), "SGD moves the weights each epoch"
+    _assert_same(_saved_weights(tmp_path / "best.keras"), epochs[best_epoch - 1])
+    _assert_same(_saved_weights(tmp_path / "last.keras"), epochs[-1])
 
 
 def test_best_checkpoint_can_follow_one_class_iou(tmp_path):
@@ -82,3 +122,26 @@ def test_early_stopping_stops_after_patience(tmp_path):
     stop = EarlyStop(Watch("val/mean_iou", "max"), patience=2)
     result = _tiny_fit(tmp_path, script, early_stop=stop)
     assert result.epochs_run == 4 and result.best_epoch == 2
+    assert result.stopped_early and len(result.history["val_mean_iou"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("values", "mode", "patience", "min_delta", "epochs_run"),
+    [
+        ((0.1, 0.3, 0.3, 0.2, 0.25, 0.6, 0.7), "max", 1, 0.0, 3),
+        ((0.1, 0.15, 0.18, 0.5, 0.6), "max", 2, 0.1, 3),  # +0.05, +0.03: not by more than 0.1
+        ((0.1, 0.15, 0.5, 0.45, 0.7), "max", 2, 0.1, 5),  # epochs 3 and 5 improve: reset
+        ((3.0, 2.0, 2.5, 2.2, 1.0), "min", 2, 0.0, 4),
+        ((3.0, 2.0, 1.0, 0.5, 0.2), "min", 1, 0.0, 5),  # always improving: runs to the end
+    ],
+)
+def test_early_stopping_counts_epochs_without_improvement_by_min_delta(
+    tmp_path, values, mode, patience, min_delta, epochs_run
+):
+    key = "val_mean_iou" if mode == "max" else "val_loss"
+    script = [{"val_mean_iou": 0.0, key: v} for v in values]
+    metric = "val/mean_iou" if mode == "max" else "val/loss"
+    stop = EarlyStop(Watch(metric, mode), patience=patience, min_delta=min_delta)
+    result = _tiny_fit(tmp_path, script, early_stop=stop)
+    assert result.epochs_run == epochs_run
+    assert result.stopped_early == (epochs_run < len(values))

@@ -154,7 +154,10 @@ class _NotMlflow(http.server.SimpleHTTPRequestHandler):
 
 
 class _LooksLikeMlflow(http.server.BaseHTTPRequestHandler):
+    asked: list[str] = []  # the paths requested
+
     def do_GET(self):  # noqa: N802
+        self.asked.append(self.path)
         body = json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST"}).encode()
         self.send_response(404)
         self.send_header("Content-Type", "application/json")
@@ -195,11 +198,17 @@ def test_a_web_server_that_is_not_mlflow_is_refused(tmp_path):
 
 
 def test_a_server_answering_mlflow_json_passes():
+    """The check asks the server for an experiment as MLflow's client would; an MLflow JSON
+    answer (even 'does not exist') passes."""
+    _LooksLikeMlflow.asked = []
     server, uri = _serve(_LooksLikeMlflow)
     try:
-        check_store(uri)
+        check_store(uri)  # raises SegexpError on a problem
     finally:
         server.shutdown()
+    assert _LooksLikeMlflow.asked == [
+        "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+    ]
 
 
 def test_a_store_in_a_folder_segexp_cannot_write_is_refused(tmp_path):

@@ -61,8 +61,9 @@ def check_yaml_files(folders: Sequence[Path]) -> None:
 
 def check_group_choices(
     args: Sequence[str], config_dir: Path, extra_dirs: Sequence[Path] = ()
-) -> None:
-    """Raise ConfigError for an override that picks an option a config group does not have."""
+) -> list[str]:
+    """Raise ConfigError for an override that picks an option a config group does not have;
+    returns the choices checked (`group=option`, each value of a sweep)."""
     candidates = [a for a in args if "=" in a and not a.startswith("-")]
     try:
         overrides = OverridesParser.create().parse_overrides(candidates)
@@ -70,6 +71,7 @@ def check_group_choices(
         first_line = str(err).strip().splitlines()[0]
         raise ConfigError(f"cannot parse override: {first_line}") from None
     groups = config_groups(config_dir, extra_dirs)
+    checked = []
     for override in overrides:
         group = override.key_or_group
         if group not in groups or override.is_delete() or override.package is not None:
@@ -84,15 +86,17 @@ def check_group_choices(
                     f"{group}={value} is not an option of '{group}': "
                     f"choose one of {', '.join(groups[group])}"
                 )
+            checked.append(f"{group}={value}")
+    return checked
 
 
 def check_keys(
     args: Sequence[str], config_dir: Path, config_name: str, extra_dirs: Sequence[Path] = ()
-) -> None:
+) -> list[str]:
     """Raise ConfigError for an override of a key the composed config does not have (a typo:
     `trainer.epochz=3`), instead of Hydra's multi-line message. Group choices are composed first
     (the first value of a sweep), as they decide which keys exist; `extra_dirs` (--config-dir)
-    join the search path, as Hydra adds them."""
+    join the search path, as Hydra adds them. Returns the keys checked."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -114,7 +118,7 @@ def check_keys(
         else:
             keys.append(key)
     if not keys:
-        return
+        return keys
     if extra_dirs:
         chosen.append(f"hydra.searchpath=[{','.join(f'file://{d}' for d in extra_dirs)}]")
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
@@ -129,3 +133,4 @@ def check_keys(
         raise ConfigError(
             f"{key} is not a key of the {config_name} config{hint} (to add a new key: +{key}=...)"
         )
+    return keys

@@ -12,12 +12,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from segexp import atomic
 from segexp.errors import SegexpError
 from segexp.evaluation.evaluator import EvalResult, Evaluator, ScoredImage
 from segexp.inference.predictor import Predictor
 from segexp.models.batchnorm import PreciseBatchNorm
 from segexp.training import faults
+from segexp.training.checkpoints import (
+    BEST_FILE,
+    LAST_FILE,
+    patience_ran_out,
+    record_best,
+    save_checkpoints,
+)
 from segexp.training.interrupts import StopRequest
 from segexp.training.monitor import EarlyStop, Watch, keras_name, metric_names
 from segexp.training.progress import learning_rate
@@ -123,11 +129,11 @@ class FitRun:
 
     @property
     def best_path(self) -> Path:
-        return self.checkpoint_dir / "best.keras"
+        return self.checkpoint_dir / BEST_FILE
 
     @property
     def last_path(self) -> Path:
-        return self.checkpoint_dir / "last.keras"
+        return self.checkpoint_dir / LAST_FILE
 
     def last_good(self) -> str:
         done = self.progress.epochs_done
@@ -213,18 +219,12 @@ class EpochEnd(keras.callbacks.Callback):
         progress.epochs.append({"metrics": metrics, "timestamp": timestamp})
         agree = run.coordination.agree
         watched = float(logs.get(run.best.key, float("nan")))
-        if run.best.improves(watched, progress.best_value):
-            progress.best_value, progress.best_epoch = watched, epoch + 1
-            _save_model(self.model, run.best_path)
-        _save_model(self.model, run.last_path)
+        best = record_best(progress, watched, run.best, epoch + 1)
+        save_checkpoints(self.model, run.checkpoint_dir, best)
         if run.early_stop is not None:
             stop = run.early_stop
             value = float(logs.get(stop.watch.key, float("nan")))
-            if stop.watch.improves(value, progress.stop_best, stop.min_delta):
-                progress.stop_best, progress.stop_wait = value, 0
-            else:
-                progress.stop_wait += 1
-            if agree(progress.stop_wait >= stop.patience):
+            if agree(patience_ran_out(progress, value, stop)):
                 progress.stopped_early = True
                 print(f"\nEpoch {epoch + 1}: early stopping ({stop.watch.metric})")
         progress.epochs_done, progress.steps_done = epoch + 1, 0
@@ -259,8 +259,3 @@ def build_metrics(model: keras.Model, data: tf.data.Dataset) -> None:
 
 def _numbers(results: Mapping[str, object]) -> dict[str, float]:
     return {k: float(keras.ops.convert_to_numpy(v)) for k, v in results.items()}
-
-
-def _save_model(model: keras.Model, path: Path) -> None:
-    with atomic.replacing(path) as temporary:
-        model.save(temporary)
