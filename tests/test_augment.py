@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+from omegaconf import OmegaConf
 
 from segexp.data.augment import AugmentOptions, augment_pair, flip_lookup, flip_pair, resize_pair
 
@@ -110,3 +111,15 @@ def test_nearest_resize_only_produces_input_labels(size):
         mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST_EXACT
     )
     np.testing.assert_array_equal(resized_mask.numpy(), expected)
+
+
+def test_augment_options_from_the_config_group():
+    from tests.conftest import compose_config
+
+    options = AugmentOptions.from_config(
+        OmegaConf.to_container(compose_config("train", "augment=standard").augment)
+    )
+    assert options.enabled and options.name == "standard"
+    assert isinstance(options.scale, tuple) and len(options.scale) == 2
+    none = AugmentOptions.from_config({"name": "none", "scale": [1.0, 1.0]})
+    assert not none.enabled and none.scale == (1.0, 1.0)

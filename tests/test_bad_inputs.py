@@ -181,6 +181,7 @@ def test_a_mask_one_pixel_off_is_found_at_training_start_in_every_split(tmp_path
     class_histograms(dataset, skip_corrupt=False, problems=FileProblems())  # all fixed: passes
 
 
+@pytest.mark.subprocess
 def test_check_cli_names_bad_inputs_in_one_line_each_and_exits_1(tmp_path):
     root = make_folder_tree(tmp_path / "data", num_classes=3, counts={"train": 3, "val": 2})
     train = root / "train"
@@ -239,6 +240,7 @@ def test_training_stops_before_any_run_on_a_val_mask_one_pixel_off(tmp_path):
     assert experiment is None or client.search_runs([experiment.experiment_id]) == []
 
 
+@pytest.mark.subprocess
 def test_predict_names_each_bad_image_goes_on_and_exits_1(tmp_path):
     import keras
 
@@ -272,6 +274,7 @@ def test_predict_names_each_bad_image_goes_on_and_exits_1(tmp_path):
     ]
 
 
+@pytest.mark.subprocess
 def test_export_to_a_read_only_place_is_one_error_line(tmp_path):
     (tmp_path / "m.keras").write_bytes(b"never loaded: the output is checked first")
     read_only = tmp_path / "ro"

@@ -58,3 +58,16 @@ def test_majority_baseline_of_histograms_against_scikit_learn():
     labels = np.repeat(np.arange(4), val)
     expected = jaccard_score(labels, np.ones_like(labels), labels=[0, 1, 2], average="macro")
     assert class_id == 1 and mean_iou == pytest.approx(expected)
+
+
+def test_the_warning_names_both_scores_the_class_and_the_usual_causes():
+    from segexp.evaluation.baseline import Baseline
+    from segexp.tracking.metric_names import TRIVIAL_MARGIN
+
+    line = Baseline("background", 0.04237).warning(0.05)
+    assert line.startswith(
+        "warning: best val/mean_iou 0.0500 does not beat val/baseline_mean_iou 0.0424 "
+        f"(predicting 'background' everywhere) by more than {TRIVIAL_MARGIN}: "
+    )
+    assert "batchnorm.precise_batches=0" in line and "loss.class_weights=auto" in line
+    assert "\n" not in line

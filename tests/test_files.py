@@ -8,6 +8,7 @@ from segexp.data.files import (
     CorruptFileError,
     DataFileError,
     check_labels,
+    image_size,
     label_counts,
     read_image,
     read_mask,
@@ -76,3 +77,78 @@ def test_label_counts_match_numpy_and_skip_ignored():
     mask = np.random.default_rng(3).choice([0, 1, 2, 255], size=(30, 40))
     expected = [int((mask == c).sum()) for c in range(4)]
     assert label_counts(mask, 4).tolist() == expected[:3] + [0]
+
+
+def test_label_counts_of_negative_and_too_large_values_count_only_classes():
+    """Signed masks (a 32-bit 'I' PNG can hold -1) take the slow path: the same counts."""
+    rng = np.random.default_rng(5)
+    mask = rng.choice([-1, 0, 1, 2, 3, 9], size=(20, 30))
+    expected = [int((mask == c).sum()) for c in range(4)]
+    counts = label_counts(mask, 4)
+    assert counts.dtype == np.int64 and counts.tolist() == expected
+    assert label_counts(np.array([[1, 1]]), 4).tolist() == [0, 2, 0, 0]  # min 1: fast path
+    assert label_counts(np.zeros((0, 0), np.int32), 3).tolist() == [0, 0, 0]
+
+
+def test_each_unreadable_file_says_what_is_wrong_with_it(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    save_image(tmp_path / "full.jpg", image)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.png").write_bytes(b"not an image at all")
+    expected = {
+        "absent.png": "file does not exist",
+        "junk.png": "not an image file Pillow can identify",
+        "cut.jpg": "cannot decode (",
+    }
+    for name, detail in expected.items():
+        for read in (read_image, read_mask):
+            with pytest.raises(CorruptFileError) as caught:
+                read(tmp_path / name)
+            err = caught.value
+            assert (err.path, err.kind) == (tmp_path / name, "unreadable")
+            assert err.detail.startswith(detail) and str(err) == f"{tmp_path / name}: {err.detail}"
+    with pytest.raises(CorruptFileError, match="file does not exist"):
+        image_size(tmp_path / "absent.png")
+
+
+def test_image_size_reads_the_header_as_read_image_turns_it(tmp_path):
+    """(height, width) as read_image returns them: a JPEG or PNG whose EXIF turns it a quarter
+    (orientation 6) reports them swapped; a plain PNG, or a half turn (3), does not."""
+    pixels = np.zeros((32, 48, 3), np.uint8)
+    cases = [(".jpg", 6, (48, 32)), (".png", 6, (48, 32)), (".jpg", 3, (32, 48)),
+             (".png", None, (32, 48))]  # fmt: skip
+    for suffix, orientation, shown in cases:
+        path = tmp_path / f"{orientation}{suffix}"
+        exif = Image.Exif()
+        if orientation:
+            exif[0x0112] = orientation
+        Image.fromarray(pixels).save(path, exif=exif.tobytes())
+        assert image_size(path) == shown, path.name
+        assert read_image(path).shape[:2] == shown, path.name
+
+
+def test_sixteen_bit_images_are_scaled_to_8_bits_by_their_peak(tmp_path):
+    wide = np.array([[0, 250], [500, 1000]], dtype=np.uint16)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    read = read_image(tmp_path / "wide.png")
+    expected = np.clip(wide * (255 / 1000), 0, 255).astype(np.uint8)
+    assert read.shape == (2, 2, 3) and read.dtype == np.uint8
+    np.testing.assert_array_equal(read, np.repeat(expected[..., None], 3, axis=-1))
+    dim = np.array([[0, 100], [7, 200]], dtype=np.uint16)  # under 255: kept as they are
+    Image.fromarray(dim).save(tmp_path / "dim.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "dim.png")[..., 0], dim)
+
+
+def test_masks_of_other_modes_are_refused_naming_the_mode(tmp_path):
+    Image.new("CMYK", (4, 3)).save(tmp_path / "cmyk.jpg")
+    with pytest.raises(DataFileError) as caught:
+        read_mask(tmp_path / "cmyk.jpg")
+    assert caught.value.kind == "rgb_mask"
+    assert str(caught.value) == f"{tmp_path / 'cmyk.jpg'}: has image mode CMYK, not a class-id mask"
+    gray = np.array([[0, 3], [1, 2]], np.uint8)
+    rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    read = read_mask(tmp_path / "rgba.png")
+    assert read.dtype == np.int32
+    np.testing.assert_array_equal(read, gray)

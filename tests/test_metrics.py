@@ -166,3 +166,56 @@ def test_the_evaluator_counts_a_class_predicted_but_never_labelled(tmp_path):
     assert result.image_ious == [pytest.approx(expected)]
     flat = result.metrics(dataset.class_names, prefix="val")
     assert flat["val/iou/red"] == 0.0 and flat["val/mean_iou"] == pytest.approx(expected)
+
+
+def test_scores_of_classes_nobody_labelled_are_nan_without_a_floating_point_warning():
+    """An empty matrix (a split of only ignored pixels) and a class absent from labels and
+    predictions: NaN scores, and no 0/0 warning on the console."""
+    import warnings
+
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        empty = confusion_scores(np.zeros((3, 3), np.int64))
+        partly = confusion_scores(np.array([[2, 1, 0], [0, 3, 0], [0, 0, 0]]))
+    for key in ("pixel_accuracy", "mean_iou", "mean_accuracy", "mean_dice"):
+        assert np.isnan(empty[key]), key
+    assert np.isnan(partly["iou"][2]) and np.isnan(partly["accuracy"][2])
+    assert partly["mean_iou"] == pytest.approx((2 / 3 + 3 / 4) / 2)
+
+
+def test_labels_outside_the_classes_are_not_counted():
+    from segexp.evaluation.metrics import confusion_matrix as segexp_confusion
+
+    labels = np.array([0, 1, 2, 3, -1, 255])  # 3 classes: 3, -1 and 255 are not classes
+    predicted = np.array([0, 1, 2, 0, 1, 2])
+    np.testing.assert_array_equal(segexp_confusion(labels, predicted, 3), np.eye(3, dtype=int))
+    metric = SegmentationScores(3)
+    metric.update_state(labels, np.eye(3, dtype=np.float32)[predicted])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(metric.confusion), np.eye(3))
+
+
+def test_a_class_of_a_single_pixel_counts_in_the_keras_mean_iou():
+    labels = np.array([[0, 0, 1, 2, 2, 2]])
+    predicted = np.array([[0, 0, 1, 2, 2, 0]])  # class 1: one pixel, labelled and predicted
+    metric = SegmentationScores(4)
+    metric.update_state(labels, np.eye(4, dtype=np.float32)[predicted])
+    expected = jaccard_score(labels.ravel(), predicted.ravel(), labels=[0, 1, 2], average="macro")
+    assert float(metric.result()["mean_iou"]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_keras_metric_round_trips_its_config_and_counts_in_int64():
+    metric = SegmentationScores(7, ignore_index=0, name="val_scores")
+    again = SegmentationScores.from_config(metric.get_config())
+    assert (again.num_classes, again.ignore_index, again.name) == (7, 0, "val_scores")
+    assert SegmentationScores(3).name == "scores"
+    assert [v.name for v in metric.variables] == ["confusion"]  # the train state's key
+    assert metric.confusion.dtype == "int64"  # exact counts past 2**24 pixels an epoch
+    assert keras.ops.convert_to_numpy(metric.confusion).shape == (7, 7)
+
+
+@pytest.mark.parametrize(("backend", "dtype"), [("jax", "float32"), ("tensorflow", "int64")])
+def test_pixel_counts_are_float32_under_jax_only(monkeypatch, backend, dtype):
+    from segexp.evaluation import metrics
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
+    assert metrics._count_dtype() == dtype

@@ -155,6 +155,7 @@ def _sync(*args):
     )  # fmt: skip
 
 
+@pytest.mark.subprocess
 def test_sync_sends_what_waits_and_marks_a_dead_process_killed(tmp_path):
     outbox, client = _run(tmp_path)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -171,6 +172,7 @@ def test_sync_sends_what_waits_and_marks_a_dead_process_killed(tmp_path):
     assert again.returncode == 0 and "sent 0 record(s)" in again.stdout
 
 
+@pytest.mark.subprocess
 def test_sync_on_a_folder_that_is_not_a_run_says_so(tmp_path):
     done = _sync(tmp_path)
     assert done.returncode == 1
@@ -198,3 +200,20 @@ def test_a_run_that_ends_while_the_server_is_down_fails_with_the_sync_command(tm
     kinds = [json.loads(p.read_text())["kind"] for p in outbox.pending()]
     assert kinds == ["metrics", "status"]
     assert json.loads(outbox.pending()[1].read_text())["status"] == "FINISHED"
+
+
+def test_tags_and_dataset_inputs_reach_the_run_as_strings_and_once(tmp_path):
+    outbox, client = _run(tmp_path)
+    outbox.tags({"segexp.version": "0.1.0", "attempt": 2})
+    spec = {"name": "digits", "digest": "abc123", "source": str(tmp_path), "context": "train",
+            "tags": {"split": "train"}}  # fmt: skip
+    outbox.inputs([spec])
+    outbox.inputs([spec])  # recorded twice (a resume): logged once
+    assert outbox.flush() and outbox.pending() == []
+    run = client.get_run(outbox.link.run_id)
+    assert run.data.tags["segexp.version"] == "0.1.0" and run.data.tags["attempt"] == "2"
+    inputs = run.inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("digits", "abc123")]
+    assert {t.key: t.value for t in inputs[0].tags} == {
+        "mlflow.data.context": "train", "split": "train"
+    }  # fmt: skip

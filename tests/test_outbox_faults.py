@@ -104,6 +104,7 @@ def test_an_artifact_store_that_refuses_writes_keeps_the_record(tmp_path, monkey
     ]
 
 
+@pytest.mark.subprocess
 def test_a_refused_record_fails_the_run_until_sync_sends_it(tmp_path):
     outbox, client = _run(tmp_path)
     run_id = outbox.link.run_id
@@ -168,6 +169,7 @@ def test_a_model_left_pending_by_a_killed_process_is_replaced(tmp_path):
     assert len(sent) == 1, "a READY model is not logged twice"
 
 
+@pytest.mark.subprocess
 def test_sync_moves_what_the_store_could_not_take_and_reports_waiting(tmp_path):
     outbox, client = _run(tmp_path)
     outbox.metrics({"loss": 1.0}, step=1)

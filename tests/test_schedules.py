@@ -145,3 +145,17 @@ def test_early_stopping_counts_epochs_without_improvement_by_min_delta(
     result = _tiny_fit(tmp_path, script, early_stop=stop)
     assert result.epochs_run == epochs_run
     assert result.stopped_early == (epochs_run < len(values))
+
+
+def test_early_stopping_and_the_watched_metrics_come_from_the_trainer_config():
+    from segexp.training.monitor import early_stop, watched_metrics
+    from tests.conftest import compose_config
+
+    off = compose_config("train", "trainer.best.monitor=val/iou/face")
+    assert early_stop(off) is None and watched_metrics(off) == ["val/iou/face"]
+    on = compose_config(
+        "train", "trainer.early_stopping.monitor=val/loss", "trainer.early_stopping.mode=min",
+        "trainer.early_stopping.patience=3", "trainer.early_stopping.min_delta=0.01",
+    )  # fmt: skip
+    assert early_stop(on) == EarlyStop(Watch("val/loss", "min"), patience=3, min_delta=0.01)
+    assert watched_metrics(on) == ["val/mean_iou", "val/loss"]

@@ -145,3 +145,128 @@ def test_temperature_scaling_undoes_a_deliberately_over_confident_model():
     np.testing.assert_allclose(
         scaled.sums[:, :, 1].sum(), confidence.sum(), rtol=1e-6
     )  # summed confidence over all bins (probabilities clipped at 1e-12 before the log)
+
+
+def _textbook_bins(confidence, right, bins):
+    """Per bin [b/bins, (b+1)/bins) (the last one closed): pixels, mean confidence, accuracy."""
+    count, conf, acc = np.zeros(bins), np.full(bins, np.nan), np.full(bins, np.nan)
+    for b in range(bins):
+        low, high = b / bins, (b + 1) / bins
+        inside = (confidence >= low) & ((confidence < high) if b < bins - 1 else True)
+        count[b] = inside.sum()
+        if inside.any():
+            conf[b], acc[b] = confidence[inside].mean(), right[inside].mean()
+    return count, conf, acc
+
+
+def _textbook_ece(confidence, right, bins):
+    count, conf, acc = _textbook_bins(confidence, right, bins)
+    used = count > 0
+    return float((count[used] / count.sum() * np.abs(acc[used] - conf[used])).sum())
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_calibration_accumulates_images_into_the_textbook_reliability_bins(temperature):
+    """Three images of different sizes (one of a few pixels, so some bins hold one pixel), a
+    label equal to num_classes and 255 ignored, confidence 1.0 in the last bin; with a
+    temperature the probabilities are softmax(log p / T) first (numpy here)."""
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(7)
+    classes, bins = 3, 8
+    calibration = Calibration(classes, bins, temperature=temperature)
+    confidences, rights, classes_of = [], [], []
+    for shape in ((2, 3), (20, 17), (9, 30)):
+        probs = softmax(rng.normal(0, 2, (*shape, classes)), axis=-1)
+        label = rng.integers(0, classes, shape)
+        label.flat[0], label.flat[1] = 255, classes  # neither is a class
+        if shape == (20, 17):
+            probs[5, 5] = [0.0, 1.0, 0.0]  # confidence 1.0: the last bin
+        predicted = probs.argmax(-1)
+        calibration.update(label, predicted, probs)
+        scaled = softmax(np.log(np.maximum(probs, 1e-12)) / temperature, axis=-1)
+        valid = label < classes
+        confidences.append(scaled.max(-1)[valid])
+        rights.append((predicted == label)[valid].astype(float))
+        classes_of.append(predicted[valid])
+    confidence, right = np.concatenate(confidences), np.concatenate(rights)
+    predicted = np.concatenate(classes_of)
+    assert len(confidence) == 6 + 340 + 270 - 6
+    with np.errstate(all="raise"):  # empty bins: NaN, no 0/0 warning
+        result = calibration.result()
+    count, conf, acc = _textbook_bins(confidence, right, bins)
+    assert result["temperature"] == temperature
+    np.testing.assert_array_equal(result["bin_count"], count)
+    np.testing.assert_allclose(result["bin_confidence"], conf, rtol=1e-12)
+    np.testing.assert_allclose(result["bin_accuracy"], acc, rtol=1e-12)
+    assert result["ece"] == pytest.approx(_textbook_ece(confidence, right, bins), abs=1e-12)
+    for c in range(classes):  # per class: the pixels predicted as c
+        mine = predicted == c
+        expected = _textbook_ece(confidence[mine], right[mine], bins)
+        assert result["class_ece"][c] == pytest.approx(expected, abs=1e-12)
+
+
+def test_calibration_of_one_pixel_and_of_none():
+    one = Calibration(2, bins=4)
+    one.update(np.array([[1]]), np.array([[0]]), np.array([[[0.7, 0.3]]]))
+    assert one.result()["ece"] == pytest.approx(0.7)  # confidence 0.7, wrong
+    np.testing.assert_array_equal(one.result()["bin_count"], [0, 0, 1, 0])
+    assert one.result()["class_ece"][0] == pytest.approx(0.7)
+    assert np.isnan(one.result()["class_ece"][1])
+    with np.errstate(all="raise"):
+        empty = Calibration(2, bins=4).result()
+    assert np.isnan(empty["ece"]) and np.isnan(empty["class_ece"]).all()
+    assert np.isnan(empty["bin_confidence"]).all() and empty["bin_count"].sum() == 0
+
+
+def test_temperature_fit_on_a_pixel_sample_and_without_pixels():
+    """max_pixels below the pixels seen: the fit runs on a sample and still finds T; no
+    pixels: T = 1 and NaN likelihoods. The NLL before is numpy's over the whole image when
+    every pixel is kept."""
+    from scipy.special import log_softmax
+
+    from segexp.evaluation.calibration import TemperatureFit
+
+    assert TemperatureFit(3).result() == {
+        "temperature": 1.0, "nll_before": pytest.approx(np.nan, nan_ok=True),
+        "nll_after": pytest.approx(np.nan, nan_ok=True),
+    }  # fmt: skip
+    rng = np.random.default_rng(4)
+    classes, shape = 4, (50, 50)
+    logits = rng.normal(0, 1.5, (*shape, classes))
+    calibrated = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    label = (rng.uniform(size=shape)[..., None] > calibrated.cumsum(-1)).sum(-1)
+    label = label.clip(0, classes - 1)
+    sharp = np.exp(2.5 * logits) / np.exp(2.5 * logits).sum(-1, keepdims=True)
+    sampled = TemperatureFit(classes, max_pixels=1500, per_image=2500)
+    whole = TemperatureFit(classes, max_pixels=2500, per_image=2500)
+    for fit in (sampled, whole):
+        fit.update(label, sharp.argmax(-1), sharp)
+    assert sampled.result()["temperature"] == pytest.approx(2.5, rel=0.2)
+    log_p = log_softmax(np.log(sharp).reshape(-1, classes), axis=1)
+    nll = -log_p[np.arange(label.size), label.ravel()].mean()
+    assert whole.result()["nll_before"] == pytest.approx(nll, rel=1e-5)
+    assert sampled.result()["nll_before"] != pytest.approx(nll, rel=1e-9)  # a sample
+
+
+def test_boundary_f_is_zero_for_far_or_missed_regions_and_nan_for_absent_classes():
+    """Class 1: squares 10 px apart (no contour pixel within d = 1): F = 0, IoU 0. Class 2: a
+    single labelled pixel never predicted: F = 0 (its one contour pixel is missed). Class 3:
+    nowhere: NaN, left out of the means. A label equal to num_classes is no class."""
+    shape = (30, 30)
+    ratio = 1 / np.hypot(*shape)  # d = 1 pixel
+    label = _square(shape, 2, 2, 6)
+    label[20, 20] = 2
+    label[0, 29] = 4  # 4 classes: not a class, ignored
+    predicted = _square(shape, 2, 18, 6)
+    scores = BoundaryScores(4, ratio)
+    with np.errstate(all="raise"):
+        scores.update(label, predicted)
+        result = scores.result()
+    np.testing.assert_array_equal(result["boundary_f"][1:3], [0.0, 0.0])
+    assert result["boundary_iou"][1] == 0.0 and result["boundary_iou"][2] == 0.0
+    assert np.isnan(result["boundary_f"][3]) and np.isnan(result["boundary_iou"][3])
+    f_background = result["boundary_f"][0]
+    assert 0 < f_background < 1
+    assert result["mean_boundary_f"] == pytest.approx(f_background / 3)
+    assert result["mean_boundary_iou"] == pytest.approx(result["boundary_iou"][0] / 3)
