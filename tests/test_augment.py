@@ -68,14 +68,39 @@ def test_a_flip_in_the_full_path_swaps_arms():
     assert (out[:, 16:] == RIGHT_ARM).all() and (out[:, :16] == 0).all()
 
 
-def test_small_scale_pads_mask_with_ignore_and_image_with_zero():
+@pytest.mark.parametrize("seed", range(3))
+def test_small_scale_pads_mask_with_ignore_and_image_with_zero(seed):
+    """Scale 0.5: the 16 px square sits top-left, padded bottom and right (ignore, black)."""
     image, mask = tf.fill((40, 40, 3), 200.0), tf.ones((40, 40), tf.int32)
     half = AugmentOptions(name="standard", scale=(0.5, 0.5), flip=0.0, brightness=0,
                           contrast=0, saturation=0, hue=0)  # fmt: skip
-    out_image, out_mask = _augment(image, mask, [1, 1], options=half, size=32)
+    out_image, out_mask = _augment(image, mask, [1, seed], options=half, size=32)
     out_image, out_mask = out_image.numpy(), out_mask.numpy()
+    assert (out_mask[:16, :16] == 1).all()
     assert (out_mask == 1).sum() == 16 * 16 and (out_mask == 255).sum() == 32 * 32 - 16 * 16
     assert (out_image[out_mask == 255] == 0).all() and (out_image[out_mask == 1] == 200).all()
+
+
+def test_the_scale_is_drawn_from_the_whole_range():
+    """scale (0.5, 2): some draws shrink the image (padding appears), some enlarge it."""
+    mask = tf.ones((32, 32), tf.int32)
+    image = tf.fill((32, 32, 3), 100.0)
+    padded = [bool((_augment(image, mask, [seed, 17])[1].numpy() == 255).any())
+              for seed in range(16)]  # fmt: skip
+    assert 0 < sum(padded) < 16, padded
+
+
+def test_outputs_have_a_static_shape_when_the_input_size_is_unknown():
+    """tf.data batches need it: traced with (None, None) inputs, the outputs are size x size."""
+    lookup = flip_lookup(20, CIHP_PAIRS)
+    traced = tf.function(
+        lambda image, mask, seed: augment_pair(image, mask, seed, 32, STANDARD, lookup, 20, 255)
+    ).get_concrete_function(
+        tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([None, None], tf.int32),
+        tf.TensorSpec([2], tf.int64),
+    )  # fmt: skip
+    image_spec, mask_spec = traced.structured_outputs
+    assert image_spec.shape.as_list() == [32, 32, 3] and mask_spec.shape.as_list() == [32, 32]
 
 
 def test_jitter_changes_the_image_only():
@@ -123,3 +148,123 @@ def test_augment_options_from_the_config_group():
     assert isinstance(options.scale, tuple) and len(options.scale) == 2
     none = AugmentOptions.from_config({"name": "none", "scale": [1.0, 1.0]})
     assert not none.enabled and none.scale == (1.0, 1.0)
+
+
+def test_the_dataclass_defaults_are_the_standard_recipe_of_the_config():
+    from tests.conftest import compose_config
+
+    recipe = OmegaConf.to_container(compose_config("train", "augment=standard").augment)
+    assert AugmentOptions(name="standard") == AugmentOptions.from_config(recipe)
+    assert not AugmentOptions().enabled
+
+
+def _colour_only(**jitter):
+    values = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0, **jitter}
+    return AugmentOptions(name="standard", scale=(1.0, 1.0), flip=0.0, **values)
+
+
+def _mid_range_image(rng, shape=(32, 32)):
+    """Colours away from 0 and 255, so no jitter below clips."""
+    return rng.uniform(90, 165, size=(*shape, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_brightness_adds_one_shift_within_its_bound(seed):
+    image = _mid_range_image(np.random.default_rng(seed))
+    mask = tf.zeros((32, 32), tf.int32)
+    out, _ = _augment(tf.constant(image), mask, [seed, 3], options=_colour_only(brightness=0.125))
+    shift = out.numpy() - image
+    assert np.ptp(shift) < 1e-3, "the same shift everywhere"
+    assert 0 < abs(shift.mean()) <= 0.125 * 255 + 1e-3
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_contrast_scales_each_channel_about_its_mean_by_one_factor(seed):
+    image = _mid_range_image(np.random.default_rng(seed))
+    mask = tf.zeros((32, 32), tf.int32)
+    out, _ = _augment(tf.constant(image), mask, [seed, 5], options=_colour_only(contrast=0.3))
+    centred_in = image - image.mean(axis=(0, 1))
+    centred_out = out.numpy() - image.mean(axis=(0, 1))
+    factor = (centred_in * centred_out).sum() / (centred_in**2).sum()
+    assert 0.7 - 1e-4 <= factor <= 1.3 + 1e-4 and abs(factor - 1) > 1e-3
+    np.testing.assert_allclose(centred_out, factor * centred_in, atol=1e-2)
+
+
+@pytest.mark.parametrize(("jitter", "seed"), [("saturation", 0), ("saturation", 1),
+                                              ("hue", 0), ("hue", 1)])  # fmt: skip
+def test_saturation_and_hue_leave_grey_alone_and_keep_a_colours_brightness(jitter, seed):
+    """A grey image has no saturation or hue to change; a coloured one changes, and a hue turn
+    keeps each pixel's largest and smallest channel (HSV value and saturation)."""
+    rng = np.random.default_rng(seed)
+    options = _colour_only(**{jitter: 0.5 if jitter == "saturation" else 0.05})
+    mask = tf.zeros((32, 32), tf.int32)
+    grey = np.repeat(_mid_range_image(rng)[..., :1], 3, axis=-1)
+    out_grey, _ = _augment(tf.constant(grey), mask, [seed, 7], options=options)
+    np.testing.assert_allclose(out_grey.numpy(), grey, atol=1e-2)
+    colour = _mid_range_image(rng)
+    out, _ = _augment(tf.constant(colour), mask, [seed, 7], options=options)
+    assert np.abs(out.numpy() - colour).max() > 1.0
+    if jitter == "hue":
+        np.testing.assert_allclose(out.numpy().max(-1), colour.max(-1), atol=0.05)
+        np.testing.assert_allclose(out.numpy().min(-1), colour.min(-1), atol=0.05)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_scale_two_crops_a_window_of_the_doubled_mask(seed):
+    """scale (2, 2): the mask is resized nearest to 64 px and a 32 px window of it is kept."""
+    rng = np.random.default_rng(seed)
+    mask = rng.choice(np.array([0, 1, 2], np.int32), size=(32, 32))
+    doubled = cv2.resize(mask.astype(np.uint8), (64, 64), interpolation=cv2.INTER_NEAREST_EXACT)
+    options = AugmentOptions(name="standard", scale=(2.0, 2.0), flip=0.0, brightness=0,
+                             contrast=0, saturation=0, hue=0)  # fmt: skip
+    image = tf.constant(rng.uniform(0, 255, (32, 32, 3)).astype(np.float32))
+    _, out = _augment(image, tf.constant(mask), [seed, 11], options=options)
+    out = out.numpy()
+    windows = [(top, left) for top in range(33) for left in range(33)
+               if np.array_equal(doubled[top : top + 32, left : left + 32], out)]  # fmt: skip
+    assert windows, "the output is a window of the doubled mask"
+
+
+def test_the_default_flip_probability_is_one_half():
+    mask = np.zeros((16, 16), np.int32)
+    mask[:, :8] = LEFT_ARM
+    image = tf.zeros((16, 16, 3))
+    options = AugmentOptions(name="standard", scale=(1.0, 1.0))  # flip 0.5
+    flipped = 0
+    for seed in range(40):
+        _, out = _augment(image, tf.constant(mask), [seed, 13], options=options,
+                          pairs=CIHP_PAIRS, size=16)  # fmt: skip
+        flipped += int(out.numpy()[0, 15] == RIGHT_ARM)
+    assert 12 <= flipped <= 28, flipped  # binomial(40, 0.5): mean 20, sd 3.2
+
+
+def test_flip_mirrors_the_image_and_maps_every_class_through_its_pair():
+    """Pairs at both ends of the id range, (0, 1) and (18, 19); unpaired 5 stays; 255 and an id
+    equal to num_classes are no class and stay as they are."""
+    rng = np.random.default_rng(9)
+    mask = rng.choice(np.array([0, 1, 5, 18, 19, 20, 255], np.int32), size=(6, 7))
+    image = rng.uniform(0, 255, (6, 7, 3)).astype(np.float32)
+    out_image, out_mask = flip_pair(tf.constant(image), tf.constant(mask),
+                                    flip_lookup(20, ((0, 1), (18, 19))), 20)  # fmt: skip
+    np.testing.assert_array_equal(out_image.numpy(), image[:, ::-1])
+    mirror = {0: 1, 1: 0, 5: 5, 18: 19, 19: 18, 20: 20, 255: 255}
+    np.testing.assert_array_equal(out_mask.numpy(), np.vectorize(mirror.get)(mask[:, ::-1]))
+
+
+def test_saturation_factors_stay_within_their_range():
+    """Saturation 0.5: each image's HSV saturation is scaled by one factor in [0.5, 1.5]."""
+    from matplotlib.colors import rgb_to_hsv
+
+    rng = np.random.default_rng(12)
+    image = rng.uniform(60, 200, size=(16, 16, 3)).astype(np.float32)
+    mask = tf.zeros((16, 16), tf.int32)
+    before = rgb_to_hsv(image / 255)[..., 1]
+    factors = []
+    for seed in range(8):
+        out, _ = _augment(tf.constant(image), mask, [seed, 19], size=16,
+                          options=_colour_only(saturation=0.5))  # fmt: skip
+        after = rgb_to_hsv(np.clip(out.numpy() / 255, 0, 1))[..., 1]
+        unclipped = after < 0.99
+        factors.append(float(np.median(after[unclipped] / before[unclipped])))
+    assert all(0.5 - 1e-3 <= f <= 1.5 + 1e-3 for f in factors), factors
+    assert max(factors) - min(factors) > 0.2, factors

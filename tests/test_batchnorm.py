@@ -261,3 +261,22 @@ def test_recomputed_statistics_under_mixed_precision_are_float32_and_exact():
     assert bn.moving_mean.dtype == "float32"
     np.testing.assert_allclose(bn.moving_mean.numpy(), seen.mean(axis=(0, 1, 2)), atol=1e-4)
     np.testing.assert_allclose(bn.moving_variance.numpy(), seen.var(axis=(0, 1, 2)), rtol=1e-3)
+
+
+def test_batches_of_different_image_sizes_are_pooled_by_pixel_count():
+    """A fully convolutional model fed 6x6 then 8x10 images: each batch weighs by its pixels
+    (the exact statistics of all the inputs' pixels), not by its images or rows."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(4, 1, name="conv")
+    bn = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, bn(conv(inputs)))
+    rng = np.random.default_rng(8)
+    batches = [rng.normal(0, 1, (4, 6, 6, 3)).astype("float32"),
+               rng.normal(3, 2, (2, 8, 10, 3)).astype("float32")]  # fmt: skip
+    assert PreciseBatchNorm(model)(batches) == 2
+    pixels = np.concatenate(
+        [keras.ops.convert_to_numpy(conv(b)).reshape(-1, 4) for b in batches]
+    ).astype(np.float64)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), pixels.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), pixels.var(axis=0), rtol=1e-4)

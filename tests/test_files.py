@@ -1,5 +1,7 @@
 """Reading single files: palette indices not colors, RGB masks refused, errors name the file."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,7 +84,7 @@ def test_label_counts_match_numpy_and_skip_ignored():
 def test_label_counts_of_negative_and_too_large_values_count_only_classes():
     """Signed masks (a 32-bit 'I' PNG can hold -1) take the slow path: the same counts."""
     rng = np.random.default_rng(5)
-    mask = rng.choice([-1, 0, 1, 2, 3, 9], size=(20, 30))
+    mask = rng.choice([-1, 0, 1, 2, 3, 4, 9], size=(20, 30))  # 4 classes: 0..3
     expected = [int((mask == c).sum()) for c in range(4)]
     counts = label_counts(mask, 4)
     assert counts.dtype == np.int64 and counts.tolist() == expected
@@ -152,3 +154,14 @@ def test_masks_of_other_modes_are_refused_naming_the_mode(tmp_path):
     read = read_mask(tmp_path / "rgba.png")
     assert read.dtype == np.int32
     np.testing.assert_array_equal(read, gray)
+
+
+def test_the_size_limit_message_without_a_pixel_count():
+    """Pillow's error does not always give the pixel count: the message says "its size"."""
+    from segexp.data.files import _too_large
+
+    err = _too_large(Path("big.png"), None, 1000)
+    assert (err.kind, err.detail) == ("too_large", (
+        "its size is over the image size limit of 1,000 pixels (Pillow's decompression-bomb "
+        "guard; set SEGEXP_MAX_IMAGE_PIXELS=<pixels> to allow larger images)"
+    ))  # fmt: skip

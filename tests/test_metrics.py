@@ -208,6 +208,7 @@ def test_the_keras_metric_round_trips_its_config_and_counts_in_int64():
     again = SegmentationScores.from_config(metric.get_config())
     assert (again.num_classes, again.ignore_index, again.name) == (7, 0, "val_scores")
     assert SegmentationScores(3).name == "scores"
+    assert SegmentationScores(3, dtype="float64").dtype == "float64"  # Keras' own arguments
     assert [v.name for v in metric.variables] == ["confusion"]  # the train state's key
     assert metric.confusion.dtype == "int64"  # exact counts past 2**24 pixels an epoch
     assert keras.ops.convert_to_numpy(metric.confusion).shape == (7, 7)

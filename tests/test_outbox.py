@@ -102,6 +102,7 @@ def test_an_unreachable_server_keeps_the_records_and_fails_fast(tmp_path):
     assert outbox.flush_or_wait(timeout_s=1.0) is False
 
 
+@pytest.mark.lock_wait
 def test_a_locked_sqlite_store_keeps_the_records_until_released(tmp_path):
     outbox, client = _run(tmp_path)
     outbox.metrics({"train/loss": 1.0}, step=1)
@@ -116,6 +117,7 @@ def test_a_locked_sqlite_store_keeps_the_records_until_released(tmp_path):
     assert outbox.flush() and _history(client, outbox.link.run_id, "train/loss") == [(1, 1.0)]
 
 
+@pytest.mark.lock_wait
 def test_a_store_locked_at_start_fails_with_a_message_naming_it(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ensure_experiment(uri, "first")
@@ -217,3 +219,20 @@ def test_tags_and_dataset_inputs_reach_the_run_as_strings_and_once(tmp_path):
     assert {t.key: t.value for t in inputs[0].tags} == {
         "mlflow.data.context": "train", "split": "train"
     }  # fmt: skip
+
+
+def test_model_and_text_records_hold_what_sending_them_needs(tmp_path):
+    outbox, _ = _run(tmp_path)
+    (tmp_path / "ckpt").mkdir()
+    outbox.model(tmp_path / "ckpt" / ".." / "ckpt" / "best.keras", {"a": 1}, step=3, name="best")
+    outbox.model(tmp_path / "last.keras", {}, name="model")
+    outbox.text("top\n", "summary.md")
+    outbox.text("deep\n", "reports/eval/table.md")
+    records = [json.loads(p.read_text()) for p in outbox.pending()]
+    assert records[0] == {"kind": "model", "checkpoint": str(tmp_path / "ckpt" / "best.keras"),
+                          "config": {"a": 1}, "step": 3, "name": "best"}  # fmt: skip
+    assert records[1]["step"] is None and records[1]["name"] == "model"
+    assert [(r["kind"], r["artifact_path"]) for r in records[2:]] == [
+        ("artifact", None), ("artifact", "reports/eval")
+    ]  # fmt: skip
+    assert (outbox.files / "reports" / "eval" / "table.md").read_text() == "deep\n"

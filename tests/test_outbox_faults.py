@@ -218,3 +218,66 @@ def test_a_resume_retries_refused_records_and_drops_an_end_not_yet_sent(tmp_path
     assert client.get_run(outbox.link.run_id).info.status == "RUNNING"
     assert resumed.rejected() == []
     assert [json.loads(p.read_text())["kind"] for p in resumed.pending()] == ["params"]
+
+
+def test_a_held_back_end_fails_the_run_naming_the_records_and_a_retry_finishes_it(tmp_path):
+    """In process, what sync does: the run ends FAILED at its real end time with a tag naming
+    the refused records and the command; the fixed records go back (their error dropped), and
+    the run ends FINISHED at that same time, the tag removed."""
+    outbox, client = _run(tmp_path)
+    run_id = outbox.link.run_id
+    outbox.params({"lr": "0.1"})
+    outbox.params({"lr": "0.2"})  # refused for good
+    outbox.status("FINISHED")
+    end_time = json.loads(outbox.pending()[-1].read_text())["end_time"]
+    assert outbox.flush() and outbox.pending() == []
+    run = client.get_run(run_id)
+    assert (run.info.status, run.info.end_time) == ("FAILED", end_time)
+    note = (
+        f"1 record(s) MLflow refused are kept in {outbox.rejected_folder}; fix the cause, then "
+        f"send them with: python -m segexp.sync {outbox.output_dir}"
+    )
+    assert run.data.tags[UNSENT_TAG] == note
+    refused = [json.loads(p.read_text()) for p in outbox.rejected()]
+    assert [r["kind"] for r in refused] == ["params", "status"]
+    assert refused[1]["error"] == f"held back: {note}"
+    for path in outbox.rejected():  # the user fixes the param record
+        record = json.loads(path.read_text())
+        if record["kind"] == "params":
+            path.write_text(json.dumps({**record, "params": {"lr_second": "0.2"}}))
+    assert outbox.retry_rejected() == 2 and outbox.rejected() == []
+    waiting = [json.loads(p.read_text()) for p in outbox.pending()]
+    assert [r["kind"] for r in waiting] == ["params", "status"]
+    assert all("error" not in r for r in waiting), "the error goes with the retry"
+    assert outbox.flush()
+    run = client.get_run(run_id)
+    assert (run.info.status, run.info.end_time) == ("FINISHED", end_time)
+    assert UNSENT_TAG not in run.data.tags
+    assert run.data.params == {"lr": "0.1", "lr_second": "0.2"}
+    assert outbox.retry_rejected() == 0
+
+
+def test_flush_or_wait_retries_with_doubling_waits_up_to_ten_seconds_until_the_deadline(
+    tmp_path, monkeypatch
+):
+    from segexp.tracking import outbox as outbox_module
+
+    outbox, _ = _run(tmp_path)
+    clock, sleeps = [1000.0], []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(outbox_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(outbox_module.time, "sleep", sleep)
+    answers = iter([False] * 7 + [True])
+    monkeypatch.setattr(outbox, "flush", lambda: next(answers))
+    assert outbox.flush_or_wait(timeout_s=60.0) is True
+    assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    sleeps.clear()
+    monkeypatch.setattr(outbox, "flush", lambda: False)
+    assert outbox.flush_or_wait(timeout_s=7.5) is False  # 0.5+1+2+4 = 7.5: no wait past it
+    assert sleeps == [0.5, 1.0, 2.0, 4.0]
+    sleeps.clear()
+    assert outbox.flush_or_wait(timeout_s=0.4) is False and sleeps == []

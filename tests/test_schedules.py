@@ -159,3 +159,23 @@ def test_early_stopping_and_the_watched_metrics_come_from_the_trainer_config():
     )  # fmt: skip
     assert early_stop(on) == EarlyStop(Watch("val/loss", "min"), patience=3, min_delta=0.01)
     assert watched_metrics(on) == ["val/mean_iou", "val/loss"]
+
+
+def test_watch_picks_the_first_best_and_improves_only_by_more_than_min_delta():
+    from segexp.training.monitor import keras_name, metric_names
+
+    assert metric_names({"loss": 1, "lr": 0.1, "val_iou/face": 0.5}) == {
+        "train/loss": 1.0, "lr": 0.1, "val/iou/face": 0.5,
+    }  # fmt: skip
+    assert metric_names({"learning_rate": 0.2}) == {"lr": 0.2}
+    high, low = Watch("val/iou/face", "max"), Watch("val/loss", "min")
+    assert (high.key, low.key) == ("val_iou/face", "val_loss")
+    assert (keras_name("train/loss"), keras_name("lr")) == ("loss", "lr")
+    assert high.best_index([0.1, 0.5, 0.5, 0.2]) == 1 and low.best_index([3, 1, 1, 2]) == 1
+    assert high.improves(0.5, None) and high.improves(0.5, 0.4) and not high.improves(0.4, 0.4)
+    assert not high.improves(0.45, 0.4, min_delta=0.05) and high.improves(0.46, 0.4, 0.05)
+    assert low.improves(1.0, 2.0) and not low.improves(2.0, 2.0)
+    assert not low.improves(1.96, 2.0, min_delta=0.05) and low.improves(1.94, 2.0, 0.05)
+    assert not high.improves(float("nan"), None) and not low.improves(float("nan"), 1.0)
+    assert Watch() == Watch("val/mean_iou", "max")
+    assert EarlyStop(Watch()) == EarlyStop(Watch(), patience=5, min_delta=0.0)

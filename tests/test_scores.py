@@ -211,6 +211,8 @@ def test_calibration_of_one_pixel_and_of_none():
     one.update(np.array([[1]]), np.array([[0]]), np.array([[[0.7, 0.3]]]))
     assert one.result()["ece"] == pytest.approx(0.7)  # confidence 0.7, wrong
     np.testing.assert_array_equal(one.result()["bin_count"], [0, 0, 1, 0])
+    np.testing.assert_allclose(one.result()["bin_confidence"], [np.nan, np.nan, 0.7, np.nan])
+    np.testing.assert_allclose(one.result()["bin_accuracy"], [np.nan, np.nan, 0.0, np.nan])
     assert one.result()["class_ece"][0] == pytest.approx(0.7)
     assert np.isnan(one.result()["class_ece"][1])
     with np.errstate(all="raise"):
@@ -237,14 +239,18 @@ def test_temperature_fit_on_a_pixel_sample_and_without_pixels():
     calibrated = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     label = (rng.uniform(size=shape)[..., None] > calibrated.cumsum(-1)).sum(-1)
     label = label.clip(0, classes - 1)
+    label[0, :10], label[1, :10] = 255, classes  # neither is a class: not sampled
     sharp = np.exp(2.5 * logits) / np.exp(2.5 * logits).sum(-1, keepdims=True)
     sampled = TemperatureFit(classes, max_pixels=1500, per_image=2500)
+    again = TemperatureFit(classes, max_pixels=1500, per_image=2500)
     whole = TemperatureFit(classes, max_pixels=2500, per_image=2500)
-    for fit in (sampled, whole):
+    for fit in (sampled, again, whole):
         fit.update(label, sharp.argmax(-1), sharp)
     assert sampled.result()["temperature"] == pytest.approx(2.5, rel=0.2)
-    log_p = log_softmax(np.log(sharp).reshape(-1, classes), axis=1)
-    nll = -log_p[np.arange(label.size), label.ravel()].mean()
+    assert again.result() == sampled.result(), "the same sample from the same seed"
+    valid = label.ravel() < classes
+    log_p = log_softmax(np.log(sharp).reshape(-1, classes), axis=1)[valid]
+    nll = -log_p[np.arange(valid.sum()), label.ravel()[valid]].mean()
     assert whole.result()["nll_before"] == pytest.approx(nll, rel=1e-5)
     assert sampled.result()["nll_before"] != pytest.approx(nll, rel=1e-9)  # a sample
 

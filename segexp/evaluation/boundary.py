@@ -79,11 +79,10 @@ class BoundaryScores:
         inter, union, pred, pred_hit, true, true_hit = self.sums.T.astype(np.float64)
         iou = _ratio(inter, union)
         precision, recall = _ratio(pred_hit, pred), _ratio(true_hit, true)
-        with np.errstate(invalid="ignore"):
-            f = np.where(
-                (pred + true) > 0,
-                np.nan_to_num(_ratio(2 * precision * recall, precision + recall), nan=0.0),
-                np.nan,
-            )
+        f = np.where(
+            (pred + true) > 0,
+            np.nan_to_num(_ratio(2 * precision * recall, precision + recall), nan=0.0),
+            np.nan,
+        )
         return {"boundary_iou": iou, "boundary_f": f, "mean_boundary_iou": _mean(iou),
                 "mean_boundary_f": _mean(f)}  # fmt: skip

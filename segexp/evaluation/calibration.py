@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from segexp.evaluation.metrics import _ratio
+
 
 @dataclass
 class Calibration:
@@ -58,16 +60,13 @@ class Calibration:
         reliability diagram's bins: pixels, mean confidence and accuracy per bin."""
         overall = self.sums.sum(axis=0)
         count = overall[:, 0]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            confidence = np.where(count > 0, overall[:, 1] / count, np.nan)
-            accuracy = np.where(count > 0, overall[:, 2] / count, np.nan)
         return {
             "temperature": self.temperature,
             "ece": self._ece(overall),
             "class_ece": np.array([self._ece(s) for s in self.sums]),
             "bin_count": count,
-            "bin_confidence": confidence,
-            "bin_accuracy": accuracy,
+            "bin_confidence": _ratio(overall[:, 1], count),
+            "bin_accuracy": _ratio(overall[:, 2], count),
         }
 
 

@@ -20,8 +20,8 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, numerator / np.maximum(denominator, 1e-300), np.nan)
+    """numerator / denominator, NaN where the denominator is 0 (never divides by 0)."""
+    return np.where(denominator > 0, numerator / np.maximum(denominator, 1e-300), np.nan)
 
 
 def _mean(values: np.ndarray) -> float:
