@@ -280,3 +280,22 @@ def test_batches_of_different_image_sizes_are_pooled_by_pixel_count():
     ).astype(np.float64)
     np.testing.assert_allclose(bn.moving_mean.numpy(), pixels.mean(axis=0), atol=1e-5)
     np.testing.assert_allclose(bn.moving_variance.numpy(), pixels.var(axis=0), rtol=1e-4)
+
+
+def test_a_pass_that_fails_midway_leaves_every_variable_and_momentum_as_it_was():
+    """A batch that cannot be read (a corrupt file) after the first: the error goes through and
+    the model is untouched, its BatchNorm statistics included (not the first batch's)."""
+    keras.utils.set_random_seed(0)
+    model, _ = _small_model()
+    before = {v.path: np.array(v.numpy()) for v in model.variables}
+    batches = _batches(np.random.default_rng(3))
+
+    def failing():
+        yield batches[0]
+        raise OSError("batch 2 unreadable")
+
+    with pytest.raises(OSError, match="batch 2 unreadable"):
+        PreciseBatchNorm(model)(failing())
+    for variable in model.variables:
+        np.testing.assert_array_equal(variable.numpy(), before[variable.path], variable.path)
+    assert {layer.momentum for layer in batchnorm_layers(model)} == {0.99}

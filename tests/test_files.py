@@ -130,16 +130,50 @@ def test_image_size_reads_the_header_as_read_image_turns_it(tmp_path):
         assert read_image(path).shape[:2] == shown, path.name
 
 
-def test_sixteen_bit_images_are_scaled_to_8_bits_by_their_peak(tmp_path):
-    wide = np.array([[0, 250], [500, 1000]], dtype=np.uint16)
-    Image.fromarray(wide).save(tmp_path / "wide.png")
-    read = read_image(tmp_path / "wide.png")
-    expected = np.clip(wide * (255 / 1000), 0, 255).astype(np.uint8)
+@pytest.mark.parametrize(
+    ("name", "mode", "values"),
+    [
+        ("wide.png", "I;16", np.array([[0, 250], [500, 1000]], np.uint16)),
+        ("dim.png", "I;16", np.array([[0, 100], [7, 200]], np.uint16)),  # under 255: kept
+        ("wide_big_endian.tif", "I;16B", np.array([[0, 250], [500, 1000]], np.uint16)),
+        ("signed.tif", "I", np.array([[-100, 250], [500, 1000]], np.int32)),  # -100 -> 0
+        ("float.tif", "F", np.array([[0.5, 25.0], [300.0, 600.0]], np.float32)),
+    ],
+)
+def test_wide_gray_images_are_scaled_to_8_bits_by_their_peak(tmp_path, name, mode, values):
+    if mode == "I;16B":
+        Image.frombytes(mode, (2, 2), values.astype(">u2").tobytes()).save(tmp_path / name)
+    else:
+        Image.fromarray(values).save(tmp_path / name)
+    assert Image.open(tmp_path / name).mode == mode
+    read = read_image(tmp_path / name)
+    scale = 255 / max(float(values.max()), 255)
+    expected = np.clip(values.astype(np.float64) * scale, 0, 255).astype(np.uint8)
     assert read.shape == (2, 2, 3) and read.dtype == np.uint8
     np.testing.assert_array_equal(read, np.repeat(expected[..., None], 3, axis=-1))
-    dim = np.array([[0, 100], [7, 200]], dtype=np.uint16)  # under 255: kept as they are
-    Image.fromarray(dim).save(tmp_path / "dim.png")
-    np.testing.assert_array_equal(read_image(tmp_path / "dim.png")[..., 0], dim)
+
+
+def test_gray_and_palette_images_read_as_three_equal_or_palette_channels(tmp_path):
+    gray = np.array([[0, 80], [160, 255]], np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "gray.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "gray.png"), np.dstack([gray] * 3))
+    palette = bit_palette(256)
+    save_mask(tmp_path / "palette.png", np.array([[0, 1], [2, 3]]), palette)
+    read = read_image(tmp_path / "palette.png")
+    assert read.dtype == np.uint8
+    np.testing.assert_array_equal(read, np.asarray(palette, np.uint8)[[[0, 1], [2, 3]]])
+
+
+def test_a_label_error_shows_eight_values_at_most():
+    eight, nine = np.arange(10, 18), np.arange(10, 19)
+    with pytest.raises(DataFileError) as caught:
+        check_labels(Path("m.png"), eight, num_classes=5, ignore_index=255)
+    assert caught.value.detail == (
+        "label value(s) 10, 11, 12, 13, 14, 15, 16, 17 outside the classes 0..4 and ignore "
+        "index 255 (check dataset.num_classes)"
+    )
+    with pytest.raises(DataFileError, match=r"value\(s\) 10, 11, 12, 13, 14, 15, 16, 17, \.\.\. "):
+        check_labels(Path("m.png"), nine, num_classes=5, ignore_index=255)
 
 
 def test_masks_of_other_modes_are_refused_naming_the_mode(tmp_path):

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -230,6 +231,7 @@ def test_a_held_back_end_fails_the_run_naming_the_records_and_a_retry_finishes_i
     outbox.params({"lr": "0.2"})  # refused for good
     outbox.status("FINISHED")
     end_time = json.loads(outbox.pending()[-1].read_text())["end_time"]
+    assert abs(end_time - time.time() * 1000) < 60_000, "milliseconds since the epoch, now"
     assert outbox.flush() and outbox.pending() == []
     run = client.get_run(run_id)
     assert (run.info.status, run.info.end_time) == ("FAILED", end_time)

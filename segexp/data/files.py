@@ -108,14 +108,16 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An RGB image as (H, W, 3) uint8; gray, palette and RGBA files are converted."""
+    """An RGB image as (H, W, 3) uint8; gray, palette and RGBA files are converted, and wide
+    gray ones (16 or 32-bit integers, floats) scaled by their peak into 0..255 when it is over
+    255 (negative values become 0)."""
     image = _open(path)
-    if image.mode in ("I;16", "I;16L", "I;16B", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = max(float(array.max()), 1.0)
-        gray = np.clip(array * (255.0 / max(peak, 255.0)), 0, 255).astype(np.uint8)
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        array = np.asarray(image)
+        scaled = array * (255.0 / max(float(array.max()), 255.0))  # at most 255
+        gray = np.maximum(scaled, 0).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=-1)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(image.convert("RGB"))
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -24,7 +24,7 @@ class Calibration:
     sums: np.ndarray = field(init=False)  # (C, bins, 3)
 
     def __post_init__(self) -> None:
-        self.sums = np.zeros((self.num_classes, self.bins, 3), np.float64)
+        self.sums = np.zeros((self.num_classes, self.bins, 3))  # float64
 
     def update(self, label: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray) -> None:
         """Add one image: its labels (H, W), argmax (H, W) and class probabilities (H, W, C)."""
@@ -111,6 +111,6 @@ class TemperatureFit:
             scaled = log_softmax(log_probs / np.exp(log_t), axis=1)
             return float(-scaled[np.arange(len(labels)), labels].mean())
 
-        fit = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
+        fit = minimize_scalar(nll, bounds=(-3.0, 3.0))  # bounds: SciPy's "bounded" method
         return {"temperature": float(np.exp(fit.x)), "nll_before": nll(0.0),
                 "nll_after": float(fit.fun)}  # fmt: skip

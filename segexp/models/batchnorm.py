@@ -42,14 +42,11 @@ class _Pooled:
 
     def __init__(self) -> None:
         self.count = 0.0
-        self.mean: np.ndarray | None = None
-        self.m2: np.ndarray | None = None  # sum of squared deviations from the mean
+        self.mean: np.ndarray | float = 0.0
+        self.m2: np.ndarray | float = 0.0  # sum of squared deviations from the mean
 
     def add(self, mean: np.ndarray, variance: np.ndarray, count: float) -> None:
         mean, variance = mean.astype(np.float64), variance.astype(np.float64)
-        if self.mean is None:
-            self.count, self.mean, self.m2 = count, mean, variance * count
-            return
         total = self.count + count
         delta = mean - self.mean
         self.mean = self.mean + delta * (count / total)
@@ -57,7 +54,7 @@ class _Pooled:
         self.count = total
 
     @property
-    def variance(self) -> np.ndarray:
+    def variance(self) -> np.ndarray | float:
         return self.m2 / self.count
 
 
@@ -83,22 +80,21 @@ class PreciseBatchNorm:
 
     def __call__(self, batches: Iterable[object]) -> int:
         """Pool the per-batch moments of each layer's input over `batches` (images, or
-        (images, labels) pairs) into its moving mean and variance. Returns the batches used."""
+        (images, labels) pairs) into its moving mean and variance. Returns the batches used.
+        A pass that fails leaves every variable and momentum as it was."""
         if not self.layers:
             return 0
-        keep = _other_state(self.model, self.layers)
-        saved = [np.asarray(v.numpy()) for v in keep]
-        momenta = [layer.momentum for layer in self.layers]
-        pooled = [_Pooled() for _ in self.layers]
+        saved = [(v, np.asarray(v.numpy())) for v in self.model.non_trainable_variables]
+        pools = [(layer, layer.momentum, _Pooled()) for layer in self.layers]
         forward = self._training_forward()
         used = 0
         try:
-            for layer in self.layers:
+            for layer, _, _ in pools:
                 layer.momentum = 0.0  # moving statistics := this batch's moments
             for images in _images(batches):
                 forward(images)
                 count = float(np.prod(images.shape[:-1]))  # pixels per channel at the input
-                for layer, pool in zip(self.layers, pooled, strict=True):
+                for layer, _, pool in pools:
                     pool.add(
                         np.asarray(layer.moving_mean.numpy()),
                         np.asarray(layer.moving_variance.numpy()),
@@ -106,26 +102,17 @@ class PreciseBatchNorm:
                     )
                 used += 1
         finally:
-            for layer, momentum in zip(self.layers, momenta, strict=True):
+            for layer, momentum, _ in pools:
                 layer.momentum = momentum
-            for variable, value in zip(keep, saved, strict=True):
+            for variable, value in saved:  # seed states a dropout advanced, the statistics
                 variable.assign(value)
         if used:
-            for layer, pool in zip(self.layers, pooled, strict=True):
-                layer.moving_mean.assign(pool.mean.astype(np.float32))
-                layer.moving_variance.assign(pool.variance.astype(np.float32))
+            for layer, _, pool in pools:  # (assign casts to the variables' float32)
+                layer.moving_mean.assign(pool.mean)
+                layer.moving_variance.assign(pool.variance)
         return used
 
 
 def _images(batches: Iterable[object]) -> Iterator[object]:
     for batch in batches:
         yield batch[0] if isinstance(batch, tuple | list) else batch
-
-
-def _other_state(
-    model: keras.Model, layers: list[keras.layers.BatchNormalization]
-) -> list[keras.Variable]:
-    """The model's non-trainable variables other than the recomputed statistics (seed-generator
-    states that a training-mode pass of dropout advances, frozen layers' statistics)."""
-    recomputed = {id(v) for layer in layers for v in (layer.moving_mean, layer.moving_variance)}
-    return [v for v in model.non_trainable_variables if id(v) not in recomputed]
