@@ -278,7 +278,13 @@ def test_flush_or_wait_retries_with_doubling_waits_up_to_ten_seconds_until_the_d
     assert outbox.flush_or_wait(timeout_s=60.0) is True
     assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     sleeps.clear()
-    monkeypatch.setattr(outbox, "flush", lambda: False)
+
+    def never() -> bool:
+        if len(sleeps) > 50:
+            raise AssertionError("flush_or_wait did not stop at its deadline")
+        return False
+
+    monkeypatch.setattr(outbox, "flush", never)
     assert outbox.flush_or_wait(timeout_s=7.5) is False  # 0.5+1+2+4 = 7.5: no wait past it
     assert sleeps == [0.5, 1.0, 2.0, 4.0]
     sleeps.clear()
