@@ -199,3 +199,28 @@ def test_the_size_limit_message_without_a_pixel_count():
         "its size is over the image size limit of 1,000 pixels (Pillow's decompression-bomb "
         "guard; set SEGEXP_MAX_IMAGE_PIXELS=<pixels> to allow larger images)"
     ))  # fmt: skip
+
+
+@pytest.mark.parametrize("colour", [(5, 5, 9), (5, 9, 5), (9, 5, 5)])
+def test_an_rgb_mask_with_any_channel_unequal_is_refused(tmp_path, colour):
+    pixels = np.zeros((3, 4, 3), np.uint8)
+    pixels[1, 2] = colour
+    save_image(tmp_path / "m.png", pixels)
+    with pytest.raises(DataFileError, match="is a color \\(RGB\\) image"):
+        read_mask(tmp_path / "m.png")
+
+
+def test_a_gray_mask_with_alpha_is_read_as_its_gray_values(tmp_path):
+    gray = np.array([[0, 3], [1, 2]], np.uint8)
+    Image.fromarray(np.dstack([gray, np.full_like(gray, 255)]), "LA").save(tmp_path / "la.png")
+    assert Image.open(tmp_path / "la.png").mode == "LA"
+    np.testing.assert_array_equal(read_mask(tmp_path / "la.png"), gray)
+
+
+def test_label_checks_flag_num_classes_and_negative_values_and_pass_an_empty_mask():
+    with pytest.raises(DataFileError, match=r"value\(s\) 5 outside the classes 0\.\.4"):
+        check_labels(Path("m.png"), np.array([[0, 5], [4, 255]]), 5, 255)
+    with pytest.raises(DataFileError, match=r"value\(s\) -1 outside"):
+        check_labels(Path("m.png"), np.array([[0, -1], [4, 255]]), 5, 255)
+    check_labels(Path("m.png"), np.zeros((0, 4), np.int32), 5, 255)  # nothing to flag
+    check_labels(Path("m.png"), np.array([[0, 4], [255, 1]]), 5, 255)

@@ -289,3 +289,67 @@ def test_flush_or_wait_retries_with_doubling_waits_up_to_ten_seconds_until_the_d
     assert sleeps == [0.5, 1.0, 2.0, 4.0]
     sleeps.clear()
     assert outbox.flush_or_wait(timeout_s=0.4) is False and sleeps == []
+
+
+def test_a_model_record_sends_its_checkpoint_config_and_name_and_links_its_epochs_metrics(
+    tmp_path,
+):
+    """The sender gets the record's checkpoint, config and name; with a step, the READY
+    LoggedModel gets the run's metrics of that step (not the other steps')."""
+    outbox, client = _run(tmp_path)
+    link = outbox.link
+    sent = []
+
+    def sender(link_, checkpoint, config, name):
+        sent.append((checkpoint, config, name))
+        model = client.create_logged_model(link_.experiment_id, name, link_.run_id)
+        client.finalize_logged_model(model.model_id, "READY")
+
+    outbox.send_model = sender
+    outbox.metrics({"val/mean_iou": 0.25}, step=1)
+    outbox.metrics({"val/mean_iou": 0.5}, step=2)
+    outbox.model(tmp_path / "best.keras", {"classes": 3}, step=2, name="best")
+    outbox.model(tmp_path / "last.keras", {"classes": 3})  # no step: no metrics linked
+    assert outbox.flush() and outbox.last_error is None
+    assert sent == [(tmp_path / "best.keras", {"classes": 3}, "best"),
+                    (tmp_path / "last.keras", {"classes": 3}, "model")]  # fmt: skip
+    models = {m.name: m for m in client.search_logged_models([link.experiment_id])}
+    assert [(m.key, m.step, m.value) for m in models["best"].metrics] == [("val/mean_iou", 2, 0.5)]
+    assert not models["model"].metrics
+
+
+def test_records_past_mlflows_batch_limit_and_folders_are_sent_whole(tmp_path):
+    outbox, client = _run(tmp_path)
+    outbox.params({f"p{i:03d}": i for i in range(250)})  # MLflow takes 100 params a batch
+    outbox.metrics({f"m{i:03d}": float(i) for i in range(150)}, step=4)
+    folder = tmp_path / "plots"
+    (folder / "inner").mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"a")
+    (folder / "inner" / "b.png").write_bytes(b"b")
+    outbox.artifact(folder, "figures")
+    before = int(time.time() * 1000)
+    outbox.metrics({"late": 1.0}, step=5)  # no timestamp given: now, in milliseconds
+    assert outbox.flush()
+    run = client.get_run(outbox.link.run_id)
+    assert len(run.data.params) == 250 and run.data.params["p249"] == "249"
+    assert len(run.data.metrics) == 151 and run.data.metrics["m149"] == 149.0
+    (late,) = client.get_metric_history(outbox.link.run_id, "late")
+    assert before <= late.timestamp <= int(time.time() * 1000)
+    listed = {a.path for a in client.list_artifacts(outbox.link.run_id, "figures")}
+    assert listed == {"figures/a.png", "figures/inner"}
+
+
+def test_a_refused_record_is_named_on_stderr_and_the_records_after_it_still_go(tmp_path, capsys):
+    outbox, client = _run(tmp_path)
+    outbox.params({"lr": "0.1"})
+    outbox.params({"lr": "0.2"})  # refused for good
+    outbox.params({"batch": "4"})
+    assert outbox.flush() and outbox.last_error is None
+    (refused,) = outbox.rejected()
+    error = json.loads(refused.read_text())["error"]
+    (err,) = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert err == (
+        f"warning: MLflow refused params record {refused.name} of run {outbox.link.run_id}: "
+        f"{error[:300]} (kept in {outbox.rejected_folder})"
+    )
+    assert client.get_run(outbox.link.run_id).data.params == {"lr": "0.1", "batch": "4"}
