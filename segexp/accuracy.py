@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)  # fmt: skip
 
-    from segexp.cli import configure_tensorflow_env, error_lines
+    from segexp.cli import error_lines, start_backend
 
-    configure_tensorflow_env()
+    start_backend()
     try:
         comparisons = [
             compare(name, args.overrides, lambda line: print(f"accuracy: {line}", file=sys.stderr),

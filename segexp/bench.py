@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from segexp.cli import configure_tensorflow_env, one_line_errors, run_app
+from segexp.cli import one_line_errors, run_app, start_backend
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.backends import keras_backend
 from segexp.errors import ConfigError
@@ -23,8 +23,10 @@ from segexp.perf.report import write_section
 def main(cfg: DictConfig) -> None:
     """Hydra task: measure the composed config, print the table, write the report."""
     validate_config(cfg)
-    if cfg.bench.mode not in ("full", "steps"):
-        raise ConfigError(f"bench.mode={cfg.bench.mode!r} is not allowed: must be full or steps")
+    if cfg.bench.mode not in ("full", "steps", "loader"):
+        raise ConfigError(
+            f"bench.mode={cfg.bench.mode!r} is not allowed: must be full, steps or loader"
+        )
     backend = keras_backend()
     if cfg.bench.mode == "full" and backend != "tensorflow":
         raise ConfigError(
@@ -41,7 +43,10 @@ def main(cfg: DictConfig) -> None:
     if cfg.bench.mode == "steps":  # the training step alone, TensorFlow left out
         _steps_only(cfg)
         return
-    configure_tensorflow_env(bool(cfg.get("verbose", False)))
+    if cfg.bench.mode == "loader":  # the input pipeline alone, no backend
+        _loader_only(cfg)
+        return
+    start_backend(bool(cfg.get("verbose", False)))
     from segexp.perf.measure import measure
     from segexp.perf.report import report
 
@@ -63,12 +68,35 @@ def _steps_only(cfg: DictConfig) -> None:
     from segexp.perf.steps import section_key, step_figures, step_report
 
     if keras_backend() == "tensorflow":
-        configure_tensorflow_env(bool(cfg.get("verbose", False)))
+        start_backend(bool(cfg.get("verbose", False)))
     elif keras_backend() == "jax":
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # memory as it is used
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no-TPU notes
     figures, notes = step_figures(cfg)
     section = step_report(cfg, figures, notes)
+    print(section)
+    if cfg.bench.output:
+        write_section(Path(cfg.bench.output), section_key(cfg), section)
+        print(f"written to {cfg.bench.output}")
+
+
+def _loader_only(cfg: DictConfig) -> None:
+    """bench.mode=loader: the training input pipeline alone (segexp.perf.loader)."""
+    from segexp.perf.loader import loader_figures, loader_report, section_key
+
+    workers = list(cfg.bench.loader_workers)
+    if not workers or any(not isinstance(w, int) or isinstance(w, bool) or w < 0
+                          for w in workers):  # fmt: skip
+        raise ConfigError(
+            f"bench.loader_workers={workers!r} is not allowed: must be a list of whole numbers >= 0"
+        )
+    if not isinstance(cfg.bench.loader_images, int) or cfg.bench.loader_images < 1:
+        raise ConfigError(
+            f"bench.loader_images={cfg.bench.loader_images!r} is not allowed: must be an "
+            "integer >= 1"
+        )
+    figures, notes = loader_figures(cfg)
+    section = loader_report(cfg, figures, notes)
     print(section)
     if cfg.bench.output:
         write_section(Path(cfg.bench.output), section_key(cfg), section)

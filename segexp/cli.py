@@ -24,27 +24,45 @@ from segexp.errors import SegexpError
 console.quiet_by_default()  # before MLflow or TensorFlow is imported
 
 
-def configure_tensorflow_env(verbose: bool = False) -> None:
-    """Settings TensorFlow reads once at import (a value the user already set is kept), then
-    TensorFlow's import and device probe with their start-up lines kept off the console unless
-    `verbose`.
+# the pip extra that installs each Keras backend segexp trains on (pyproject.toml)
+BACKEND_EXTRAS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def check_backend_installed(backend: str | None = None) -> None:
+    """Stop with one error line when the Keras backend this process runs is not installed."""
+    import importlib.util
+
+    backend = backend or keras_backend()
+    extra = BACKEND_EXTRAS.get(backend)
+    if extra is not None and importlib.util.find_spec(backend) is None:
+        raise SegexpError(
+            f"KERAS_BACKEND={backend} but {backend} is not installed: "
+            f"pip install -e '.[{extra}]' (or set KERAS_BACKEND to an installed backend)"
+        )
+
+
+def start_backend(verbose: bool = False) -> None:
+    """Start the Keras backend with its start-up lines kept off the console unless `verbose`;
+    under TensorFlow, first the settings it reads once at import (a value the user already set
+    is kept) and its device probe. Other backends never import TensorFlow (their input pipeline
+    is segexp.data.loader).
 
     oneDNN kernels: TensorFlow leaves them off on CPUs without AVX-512, where they still train
     DeepLabV3+ about 2x faster (1.7 s vs 3.7 s per batch of 8 at 128 px on a 2-core AMD CPU).
     """
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    backend = keras_backend()
+    check_backend_installed(backend)
     console.set_verbosity(verbose)
     with console.native_noise_filtered(keep_all=verbose):
-        if keras_backend() == "torch":  # Keras first: its torch backend loads triton, whose
-            import keras  # noqa: F401  LLVM crashes the process when TensorFlow's came first
+        if backend != "tensorflow":
+            logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no-TPU notes
+            import keras  # noqa: F401
 
+            return
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the CUDA probe, and its lines, happen here
-        if keras_backend() != "tensorflow":
-            # JAX or PyTorch computes; TensorFlow only reads the data (tf.data), on the CPU
-            tf.config.set_visible_devices([], "GPU")
-            logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no-TPU notes
 
 
 def error_lines(err: SegexpError) -> str:

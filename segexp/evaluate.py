@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from segexp.cli import configure_tensorflow_env, one_line_errors, overridden, run_app
+from segexp.cli import one_line_errors, overridden, run_app, start_backend
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.inference import validate_inference_config
 from segexp.data.cache import SampleCache, make_cache
@@ -27,7 +27,7 @@ EVAL_PREFIX = "eval"
 def data_config(cfg: DictConfig, loaded: object) -> tuple[DictConfig, int]:
     """The dataset and image size to use: the training run's, unless the command line sets them.
 
-    `loaded` is a segexp.inference.model_source.LoadedModel (imported late: it imports TensorFlow).
+    `loaded` is a segexp.inference.model_source.LoadedModel (imported late: it imports Keras).
     """
     dataset_cfg, image_size = cfg.dataset, cfg.image_size
     if loaded.train_config and not overridden("dataset"):
@@ -41,7 +41,7 @@ def evaluate(cfg: DictConfig) -> float:
     """Evaluate `cfg.model` on `cfg.split`; return the mean IoU."""
     validate_config(cfg)
     validate_inference_config(cfg, ("model", "split", "worst_images", "tta", "scores", "calibrate"))
-    configure_tensorflow_env(bool(cfg.get("verbose", False)))
+    start_backend(bool(cfg.get("verbose", False)))
     import mlflow
 
     from segexp.evaluation.report import write_report

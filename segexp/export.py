@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from segexp.cli import configure_tensorflow_env, one_line_errors, run_app
+from segexp.cli import one_line_errors, run_app, start_backend
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.inference import validate_inference_config
 from segexp.errors import SegexpError
@@ -53,7 +53,7 @@ def export(cfg: DictConfig) -> Path:
     if output.exists():
         raise SegexpError(f"output={output} exists already; choose a new path")
     require_writable(output)
-    configure_tensorflow_env(bool(cfg.get("verbose", False)))
+    start_backend(bool(cfg.get("verbose", False)))
     import mlflow
 
     from segexp.inference.model_source import load_model

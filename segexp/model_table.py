@@ -8,7 +8,7 @@ With --readme, the table replaces the block between the models-table markers in 
 import argparse
 from pathlib import Path
 
-from segexp.cli import configure_tensorflow_env
+from segexp.cli import start_backend
 from segexp.perf.model_table import replace_block, table
 
 
@@ -17,7 +17,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readme", type=Path, help="file whose models-table block to replace")
     args = parser.parse_args()
-    configure_tensorflow_env()
+    start_backend()
     block = table()
     print(block)
     if args.readme:

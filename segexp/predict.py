@@ -13,7 +13,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from segexp.cli import configure_tensorflow_env, one_line_errors, run_app
+from segexp.cli import one_line_errors, run_app, start_backend
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.inference import validate_inference_config
 from segexp.errors import SegexpError
@@ -100,7 +100,7 @@ def predict(cfg: DictConfig) -> int:
     cannot be read is named on stderr and skipped; the call then fails at the end, counting them."""
     validate_config(cfg)
     validate_inference_config(cfg, ("model", "input", "output", "tta", "temperature"))
-    configure_tensorflow_env(bool(cfg.get("verbose", False)))
+    start_backend(bool(cfg.get("verbose", False)))
     import keras
     import mlflow
 

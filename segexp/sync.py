@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from segexp.cli import configure_tensorflow_env
+from segexp.cli import start_backend
 from segexp.errors import SegexpError
 from segexp.inference.pyfunc import log_segmentation_model
 from segexp.tracking.outbox import Outbox
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=30.0, help="seconds to wait for a down or locked store"
     )
     args = parser.parse_args(argv)
-    configure_tensorflow_env()  # a model record imports TensorFlow
+    start_backend()  # a model record imports Keras and its backend
     failed = False
     for folder in args.output_dirs:
         try:

@@ -11,7 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from segexp.cli import configure_tensorflow_env, console_kept_in_job_log, error_lines, run_app
+from segexp.cli import console_kept_in_job_log, error_lines, run_app, start_backend
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.warnings import config_warnings
 from segexp.errors import SegexpError, caused_by_signal, signal_behind
@@ -101,10 +101,10 @@ def train(cfg: DictConfig) -> float:
     gpu = gpu_for_sweep_job()  # before TensorFlow reads CUDA_VISIBLE_DEVICES
     if gpu is not None:
         print(f"segexp: this parallel sweep worker uses GPU {gpu} (CUDA_VISIBLE_DEVICES={gpu})")
-    configure_tensorflow_env(bool(cfg.get("verbose", False)))
+    start_backend(bool(cfg.get("verbose", False)))
     from segexp.errors import Interrupted
     from segexp.tracking.store import run_page, ui_command
-    from segexp.training.job import run_training  # imports TensorFlow
+    from segexp.training.job import run_training  # imports Keras and its backend
 
     run_name = run_name_from_overrides(list(HydraConfig.get().overrides.task))
     output_dir = Path(cfg.paths.output_dir)

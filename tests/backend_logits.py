@@ -8,9 +8,9 @@ import numpy as np
 
 
 def main(model_path: str, images_path: str, out_path: str) -> None:
-    from segexp.cli import configure_tensorflow_env
+    from segexp.cli import start_backend
 
-    configure_tensorflow_env()  # as every segexp command starts (PyTorch: Keras first)
+    start_backend()  # as every segexp command starts (PyTorch: Keras first)
     import keras
 
     import segexp.evaluation.metrics  # noqa: F401  (custom objects)

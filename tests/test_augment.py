@@ -3,7 +3,6 @@
 import cv2
 import numpy as np
 import pytest
-import tensorflow as tf
 from omegaconf import OmegaConf
 
 from segexp.data.augment import AugmentOptions, augment_pair, flip_lookup, flip_pair, resize_pair
@@ -16,12 +15,12 @@ STANDARD = AugmentOptions(name="standard")
 def _pair(rng, labels, shape=(41, 57)):
     mask = rng.choice(np.asarray(labels), size=shape).astype(np.int32)
     image = rng.uniform(0, 255, size=(*shape, 3)).astype(np.float32)
-    return tf.constant(image), tf.constant(mask)
+    return image, mask
 
 
 def _augment(image, mask, seed, options=STANDARD, pairs=(), size=32, num_classes=20):
     return augment_pair(
-        image, mask, tf.constant(seed, tf.int64), size, options,
+        image, mask, seed, size, options,
         flip_lookup(num_classes, pairs), num_classes, 255,
     )  # fmt: skip
 
@@ -33,8 +32,8 @@ def test_augmented_labels_stay_within_input_labels_and_ignore(seed):
     image, mask = _pair(rng, labels)
     out_image, out_mask = _augment(image, mask, [seed, 1])
     assert out_image.shape == (32, 32, 3) and out_mask.shape == (32, 32)
-    assert set(np.unique(out_mask.numpy())) <= set(labels)
-    assert out_image.numpy().min() >= 0 and out_image.numpy().max() <= 255
+    assert set(np.unique(out_mask)) <= set(labels)
+    assert out_image.min() >= 0 and out_image.max() <= 255
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -42,16 +41,16 @@ def test_with_flip_pairs_labels_stay_within_input_and_their_mirrors(seed):
     rng = np.random.default_rng(seed)
     image, mask = _pair(rng, (0, LEFT_ARM, 16, 255))
     _, out_mask = _augment(image, mask, [seed, 2], pairs=CIHP_PAIRS)
-    assert set(np.unique(out_mask.numpy())) <= {0, LEFT_ARM, RIGHT_ARM, 16, 17, 255}
+    assert set(np.unique(out_mask)) <= {0, LEFT_ARM, RIGHT_ARM, 16, 17, 255}
 
 
 def test_flip_turns_a_left_arm_region_into_a_right_arm_region():
     mask = np.zeros((8, 10), np.int32)
     mask[2:6, 1:3] = LEFT_ARM
     mask[0, 9] = 255
-    image = tf.zeros((8, 10, 3))
-    _, flipped = flip_pair(image, tf.constant(mask), flip_lookup(20, CIHP_PAIRS), 20)
-    flipped = flipped.numpy()
+    image = np.zeros((8, 10, 3), np.float32)
+    _, flipped = flip_pair(image, mask, flip_lookup(20, CIHP_PAIRS), 20)
+    flipped = flipped
     assert (flipped[2:6, 7:9] == RIGHT_ARM).all()
     assert (flipped == LEFT_ARM).sum() == 0 and flipped[0, 0] == 255
     assert ((flipped == RIGHT_ARM) == (mask[:, ::-1] == LEFT_ARM)).all()
@@ -61,21 +60,21 @@ def test_a_flip_in_the_full_path_swaps_arms():
     rng = np.random.default_rng(0)
     mask = np.zeros((32, 32), np.int32)
     mask[:, :16] = LEFT_ARM  # left half of the picture is a left arm
-    image = tf.constant(rng.uniform(0, 255, (32, 32, 3)).astype(np.float32))
+    image = rng.uniform(0, 255, (32, 32, 3)).astype(np.float32)
     no_geometry = AugmentOptions(name="standard", scale=(1.0, 1.0), flip=1.0)
-    _, out = _augment(image, tf.constant(mask), [3, 4], options=no_geometry, pairs=CIHP_PAIRS)
-    out = out.numpy()
+    _, out = _augment(image, mask, [3, 4], options=no_geometry, pairs=CIHP_PAIRS)
+    out = out
     assert (out[:, 16:] == RIGHT_ARM).all() and (out[:, :16] == 0).all()
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_small_scale_pads_mask_with_ignore_and_image_with_zero(seed):
     """Scale 0.5: the 16 px square sits top-left, padded bottom and right (ignore, black)."""
-    image, mask = tf.fill((40, 40, 3), 200.0), tf.ones((40, 40), tf.int32)
+    image, mask = np.full((40, 40, 3), 200.0, np.float32), np.ones((40, 40), np.int32)
     half = AugmentOptions(name="standard", scale=(0.5, 0.5), flip=0.0, brightness=0,
                           contrast=0, saturation=0, hue=0)  # fmt: skip
     out_image, out_mask = _augment(image, mask, [1, seed], options=half, size=32)
-    out_image, out_mask = out_image.numpy(), out_mask.numpy()
+    out_image, out_mask = out_image, out_mask
     assert (out_mask[:16, :16] == 1).all()
     assert (out_mask == 1).sum() == 16 * 16 and (out_mask == 255).sum() == 32 * 32 - 16 * 16
     assert (out_image[out_mask == 255] == 0).all() and (out_image[out_mask == 1] == 200).all()
@@ -83,24 +82,20 @@ def test_small_scale_pads_mask_with_ignore_and_image_with_zero(seed):
 
 def test_the_scale_is_drawn_from_the_whole_range():
     """scale (0.5, 2): some draws shrink the image (padding appears), some enlarge it."""
-    mask = tf.ones((32, 32), tf.int32)
-    image = tf.fill((32, 32, 3), 100.0)
-    padded = [bool((_augment(image, mask, [seed, 17])[1].numpy() == 255).any())
+    mask = np.ones((32, 32), np.int32)
+    image = np.full((32, 32, 3), 100.0, np.float32)
+    padded = [bool((_augment(image, mask, [seed, 17])[1] == 255).any())
               for seed in range(16)]  # fmt: skip
     assert 0 < sum(padded) < 16, padded
 
 
-def test_outputs_have_a_static_shape_when_the_input_size_is_unknown():
-    """tf.data batches need it: traced with (None, None) inputs, the outputs are size x size."""
-    lookup = flip_lookup(20, CIHP_PAIRS)
-    traced = tf.function(
-        lambda image, mask, seed: augment_pair(image, mask, seed, 32, STANDARD, lookup, 20, 255)
-    ).get_concrete_function(
-        tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([None, None], tf.int32),
-        tf.TensorSpec([2], tf.int64),
-    )  # fmt: skip
-    image_spec, mask_spec = traced.structured_outputs
-    assert image_spec.shape.as_list() == [32, 32, 3] and mask_spec.shape.as_list() == [32, 32]
+@pytest.mark.parametrize("shape", [(1, 1), (7, 300), (300, 5), (32, 32)])
+def test_outputs_are_size_by_size_whatever_the_input_shape(shape):
+    """Batches need it: any input size gives size x size float32 and int32 arrays."""
+    image, mask = _pair(np.random.default_rng(0), (0, 1), shape=shape)
+    out_image, out_mask = _augment(image, mask, [3, 1])
+    assert out_image.shape == (32, 32, 3) and out_image.dtype == np.float32
+    assert out_mask.shape == (32, 32) and out_mask.dtype == np.int32
 
 
 def test_jitter_changes_the_image_only():
@@ -108,8 +103,8 @@ def test_jitter_changes_the_image_only():
     image, mask = _pair(rng, (0, 1, 2), shape=(32, 32))
     colour_only = AugmentOptions(name="standard", scale=(1.0, 1.0), flip=0.0)
     out_image, out_mask = _augment(image, mask, [9, 9], options=colour_only)
-    np.testing.assert_array_equal(out_mask.numpy(), mask.numpy())
-    assert not np.allclose(out_image.numpy(), image.numpy())
+    np.testing.assert_array_equal(out_mask, mask)
+    assert not np.allclose(out_image, image)
 
 
 def test_same_seed_same_result_other_seed_other_result():
@@ -117,9 +112,9 @@ def test_same_seed_same_result_other_seed_other_result():
     first = _augment(image, mask, [7, 7])
     again = _augment(image, mask, [7, 7])
     other = _augment(image, mask, [7, 8])
-    np.testing.assert_array_equal(first[1].numpy(), again[1].numpy())
-    np.testing.assert_array_equal(first[0].numpy(), again[0].numpy())
-    assert not np.array_equal(first[0].numpy(), other[0].numpy())
+    np.testing.assert_array_equal(first[1], again[1])
+    np.testing.assert_array_equal(first[0], again[0])
+    assert not np.array_equal(first[0], other[0])
 
 
 @pytest.mark.parametrize("size", [32, 64, 96])
@@ -127,15 +122,15 @@ def test_nearest_resize_only_produces_input_labels(size):
     rng = np.random.default_rng(size)
     mask = rng.choice(np.array([0, 3, 7, 255], np.int32), size=(37, 53))
     image = rng.integers(0, 256, size=(37, 53, 3)).astype(np.float32)
-    resized_image, resized_mask = resize_pair(tf.constant(image), tf.constant(mask), size, size)
-    assert resized_image.shape == (size, size, 3) and resized_image.dtype == tf.float32
-    assert resized_mask.shape == (size, size) and resized_mask.dtype == tf.int32
-    assert set(np.unique(resized_mask.numpy())) <= {0, 3, 7, 255}
+    resized_image, resized_mask = resize_pair(image, mask, size, size)
+    assert resized_image.shape == (size, size, 3) and resized_image.dtype == np.float32
+    assert resized_mask.shape == (size, size) and resized_mask.dtype == np.int32
+    assert set(np.unique(resized_mask)) <= {0, 3, 7, 255}
     # Nearest neighbour sampled at pixel centres, as OpenCV's exact nearest computes it.
     expected = cv2.resize(
         mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST_EXACT
     )
-    np.testing.assert_array_equal(resized_mask.numpy(), expected)
+    np.testing.assert_array_equal(resized_mask, expected)
 
 
 def test_augment_options_from_the_config_group():
@@ -171,9 +166,9 @@ def _mid_range_image(rng, shape=(32, 32)):
 @pytest.mark.parametrize("seed", range(4))
 def test_brightness_adds_one_shift_within_its_bound(seed):
     image = _mid_range_image(np.random.default_rng(seed))
-    mask = tf.zeros((32, 32), tf.int32)
-    out, _ = _augment(tf.constant(image), mask, [seed, 3], options=_colour_only(brightness=0.125))
-    shift = out.numpy() - image
+    mask = np.zeros((32, 32), np.int32)
+    out, _ = _augment(image, mask, [seed, 3], options=_colour_only(brightness=0.125))
+    shift = out - image
     assert np.ptp(shift) < 1e-3, "the same shift everywhere"
     assert 0 < abs(shift.mean()) <= 0.125 * 255 + 1e-3
 
@@ -181,10 +176,10 @@ def test_brightness_adds_one_shift_within_its_bound(seed):
 @pytest.mark.parametrize("seed", range(4))
 def test_contrast_scales_each_channel_about_its_mean_by_one_factor(seed):
     image = _mid_range_image(np.random.default_rng(seed))
-    mask = tf.zeros((32, 32), tf.int32)
-    out, _ = _augment(tf.constant(image), mask, [seed, 5], options=_colour_only(contrast=0.3))
+    mask = np.zeros((32, 32), np.int32)
+    out, _ = _augment(image, mask, [seed, 5], options=_colour_only(contrast=0.3))
     centred_in = image - image.mean(axis=(0, 1))
-    centred_out = out.numpy() - image.mean(axis=(0, 1))
+    centred_out = out - image.mean(axis=(0, 1))
     factor = (centred_in * centred_out).sum() / (centred_in**2).sum()
     assert 0.7 - 1e-4 <= factor <= 1.3 + 1e-4 and abs(factor - 1) > 1e-3
     np.testing.assert_allclose(centred_out, factor * centred_in, atol=1e-2)
@@ -197,16 +192,16 @@ def test_saturation_and_hue_leave_grey_alone_and_keep_a_colours_brightness(jitte
     keeps each pixel's largest and smallest channel (HSV value and saturation)."""
     rng = np.random.default_rng(seed)
     options = _colour_only(**{jitter: 0.5 if jitter == "saturation" else 0.05})
-    mask = tf.zeros((32, 32), tf.int32)
+    mask = np.zeros((32, 32), np.int32)
     grey = np.repeat(_mid_range_image(rng)[..., :1], 3, axis=-1)
-    out_grey, _ = _augment(tf.constant(grey), mask, [seed, 7], options=options)
-    np.testing.assert_allclose(out_grey.numpy(), grey, atol=1e-2)
+    out_grey, _ = _augment(grey, mask, [seed, 7], options=options)
+    np.testing.assert_allclose(out_grey, grey, atol=1e-2)
     colour = _mid_range_image(rng)
-    out, _ = _augment(tf.constant(colour), mask, [seed, 7], options=options)
-    assert np.abs(out.numpy() - colour).max() > 1.0
+    out, _ = _augment(colour, mask, [seed, 7], options=options)
+    assert np.abs(out - colour).max() > 1.0
     if jitter == "hue":
-        np.testing.assert_allclose(out.numpy().max(-1), colour.max(-1), atol=0.05)
-        np.testing.assert_allclose(out.numpy().min(-1), colour.min(-1), atol=0.05)
+        np.testing.assert_allclose(out.max(-1), colour.max(-1), atol=0.05)
+        np.testing.assert_allclose(out.min(-1), colour.min(-1), atol=0.05)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -217,9 +212,9 @@ def test_scale_two_crops_a_window_of_the_doubled_mask(seed):
     doubled = cv2.resize(mask.astype(np.uint8), (64, 64), interpolation=cv2.INTER_NEAREST_EXACT)
     options = AugmentOptions(name="standard", scale=(2.0, 2.0), flip=0.0, brightness=0,
                              contrast=0, saturation=0, hue=0)  # fmt: skip
-    image = tf.constant(rng.uniform(0, 255, (32, 32, 3)).astype(np.float32))
-    _, out = _augment(image, tf.constant(mask), [seed, 11], options=options)
-    out = out.numpy()
+    image = rng.uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    _, out = _augment(image, mask, [seed, 11], options=options)
+    out = out
     windows = [(top, left) for top in range(33) for left in range(33)
                if np.array_equal(doubled[top : top + 32, left : left + 32], out)]  # fmt: skip
     assert windows, "the output is a window of the doubled mask"
@@ -228,13 +223,13 @@ def test_scale_two_crops_a_window_of_the_doubled_mask(seed):
 def test_the_default_flip_probability_is_one_half():
     mask = np.zeros((16, 16), np.int32)
     mask[:, :8] = LEFT_ARM
-    image = tf.zeros((16, 16, 3))
+    image = np.zeros((16, 16, 3), np.float32)
     options = AugmentOptions(name="standard", scale=(1.0, 1.0))  # flip 0.5
     flipped = 0
     for seed in range(40):
-        _, out = _augment(image, tf.constant(mask), [seed, 13], options=options,
+        _, out = _augment(image, mask, [seed, 13], options=options,
                           pairs=CIHP_PAIRS, size=16)  # fmt: skip
-        flipped += int(out.numpy()[0, 15] == RIGHT_ARM)
+        flipped += int(out[0, 15] == RIGHT_ARM)
     assert 12 <= flipped <= 28, flipped  # binomial(40, 0.5): mean 20, sd 3.2
 
 
@@ -244,11 +239,11 @@ def test_flip_mirrors_the_image_and_maps_every_class_through_its_pair():
     rng = np.random.default_rng(9)
     mask = rng.choice(np.array([0, 1, 5, 18, 19, 20, 255], np.int32), size=(6, 7))
     image = rng.uniform(0, 255, (6, 7, 3)).astype(np.float32)
-    out_image, out_mask = flip_pair(tf.constant(image), tf.constant(mask),
+    out_image, out_mask = flip_pair(image, mask,
                                     flip_lookup(20, ((0, 1), (18, 19))), 20)  # fmt: skip
-    np.testing.assert_array_equal(out_image.numpy(), image[:, ::-1])
+    np.testing.assert_array_equal(out_image, image[:, ::-1])
     mirror = {0: 1, 1: 0, 5: 5, 18: 19, 19: 18, 20: 20, 255: 255}
-    np.testing.assert_array_equal(out_mask.numpy(), np.vectorize(mirror.get)(mask[:, ::-1]))
+    np.testing.assert_array_equal(out_mask, np.vectorize(mirror.get)(mask[:, ::-1]))
 
 
 def test_saturation_factors_stay_within_their_range():
@@ -257,14 +252,106 @@ def test_saturation_factors_stay_within_their_range():
 
     rng = np.random.default_rng(12)
     image = rng.uniform(60, 200, size=(16, 16, 3)).astype(np.float32)
-    mask = tf.zeros((16, 16), tf.int32)
+    mask = np.zeros((16, 16), np.int32)
     before = rgb_to_hsv(image / 255)[..., 1]
     factors = []
     for seed in range(8):
-        out, _ = _augment(tf.constant(image), mask, [seed, 19], size=16,
+        out, _ = _augment(image, mask, [seed, 19], size=16,
                           options=_colour_only(saturation=0.5))  # fmt: skip
-        after = rgb_to_hsv(np.clip(out.numpy() / 255, 0, 1))[..., 1]
+        after = rgb_to_hsv(np.clip(out / 255, 0, 1))[..., 1]
         unclipped = after < 0.99
         factors.append(float(np.median(after[unclipped] / before[unclipped])))
     assert all(0.5 - 1e-3 <= f <= 1.5 + 1e-3 for f in factors), factors
     assert max(factors) - min(factors) > 0.2, factors
+
+
+def _jitter(image, draws, **options):
+    from segexp.data.augment import _jitter
+
+    return _jitter(image, _colour_only(**options), np.asarray(draws, np.float64))
+
+
+def test_each_jitter_takes_its_own_draw_at_the_ends_of_its_range():
+    """draws (brightness, contrast, saturation, hue): 1 is each range's top, 0 its bottom, 0.5
+    neutral; each jitter moves only with its own draw, by the amount its definition says."""
+    from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
+
+    rng = np.random.default_rng(21)
+    image = _mid_range_image(rng, (8, 8))
+    options = {"brightness": 0.125, "contrast": 0.5, "saturation": 0.5, "hue": 0.05}
+    neutral = _jitter(image, [0.5, 0.5, 0.5, 0.5], **options)
+    assert neutral.dtype == np.float32
+    np.testing.assert_allclose(neutral, image, atol=0.05)
+    up = _jitter(image, [1.0, 0.5, 0.5, 0.5], **options)
+    np.testing.assert_allclose(up, image + 0.125 * 255, atol=0.05)
+    down = _jitter(image, [0.0, 0.5, 0.5, 0.5], **options)
+    np.testing.assert_allclose(down, image - 0.125 * 255, atol=0.05)
+    mean = image.mean(axis=(0, 1))
+    for draw, factor in ((1.0, 1.5), (0.0, 0.5)):
+        out = _jitter(image, [0.5, draw, 0.5, 0.5], **options)
+        np.testing.assert_allclose(out, (image - mean) * factor + mean, atol=0.05)
+    hsv = rgb_to_hsv(image / 255)
+    for draw, factor in ((1.0, 1.5), (0.0, 0.5)):
+        want = hsv.copy()
+        want[..., 1] = np.clip(want[..., 1] * factor, 0, 1)
+        out = _jitter(image, [0.5, 0.5, draw, 0.5], **options)
+        np.testing.assert_allclose(out, hsv_to_rgb(want) * 255, atol=0.05)
+    for draw, turn in ((1.0, 0.05), (0.0, -0.05)):
+        want = hsv.copy()
+        want[..., 0] = np.mod(want[..., 0] + turn, 1.0)
+        out = _jitter(image, [0.5, 0.5, 0.5, draw], **options)
+        np.testing.assert_allclose(out, hsv_to_rgb(want) * 255, atol=0.05)
+
+
+def test_jitter_clips_to_the_colour_range_at_each_step():
+    """Brightness past white or black clips before contrast; saturation past 1 clips too."""
+    white = np.full((4, 4, 3), 250.0, np.float32)
+    np.testing.assert_array_equal(_jitter(white, [1.0, 0.5, 0.5, 0.5], brightness=0.5), 255.0)
+    black = np.full((4, 4, 3), 5.0, np.float32)
+    np.testing.assert_array_equal(_jitter(black, [0.0, 0.5, 0.5, 0.5], brightness=0.5), 0.0)
+    vivid = np.zeros((4, 4, 3), np.float32)
+    vivid[..., 0], vivid[..., 1] = 200.0, 100.0  # saturation 1 already: it cannot grow
+    out = _jitter(vivid, [0.5, 0.5, 1.0, 0.5], saturation=0.5)
+    np.testing.assert_allclose(out, vivid, atol=0.05)
+    assert out.min() >= 0 and out.max() <= 255
+
+
+def test_outputs_are_float32_and_int32_whatever_comes_in():
+    """uint8 images and uint8 masks (as files give them) come out float32 and int32."""
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    mask = rng.integers(0, 3, (20, 30), dtype=np.uint8)
+    resized_image, resized_mask = resize_pair(image, mask, 16, 16)
+    assert (resized_image.dtype, resized_mask.dtype) == (np.float32, np.int32)
+    assert flip_lookup(4, ((1, 2),)).dtype == np.int32
+    out_image, out_mask = _augment(image, mask, [1, 2])
+    assert (out_image.dtype, out_mask.dtype) == (np.float32, np.int32)
+    assert out_image.flags.c_contiguous and out_mask.flags.c_contiguous
+
+
+def test_a_scale_that_rounds_below_two_pixels_keeps_one():
+    """size 2, scale 0.5: the image becomes one pixel, padded to 2x2 with three ignored."""
+    image = np.full((8, 8, 3), 100.0, np.float32)
+    mask = np.ones((8, 8), np.int32)
+    options = AugmentOptions(name="standard", scale=(0.5, 0.5), flip=0.0, brightness=0,
+                             contrast=0, saturation=0, hue=0)  # fmt: skip
+    _, out = _augment(image, mask, [0, 1], options=options, size=2)
+    assert (out == 1).sum() == 1 and (out == 255).sum() == 3
+
+
+@pytest.mark.parametrize(("draw", "low", "high"), [(1.0, 190, 250), (0.0, 5, 60)])
+def test_brightness_and_contrast_clip_before_saturation_and_hue(draw, low, high):
+    """Colours pushed past white (or black) by brightness and contrast are clipped before the
+    saturation change, as the definition's order says (matplotlib's HSV as the reference)."""
+    from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
+
+    rng = np.random.default_rng(17)
+    image = rng.uniform(low, high, (8, 8, 3)).astype(np.float32)
+    image[..., 2] = low  # unequal channels: a saturation to change
+    options = {"brightness": 0.125, "contrast": 0.5, "saturation": 0.5}
+    out = _jitter(image, [draw, 1.0, 1.0, 0.5], **options)
+    x = image / 255 + (2 * draw - 1) * 0.125
+    mean = x.mean(axis=(0, 1))
+    hsv = rgb_to_hsv(np.clip((x - mean) * 1.5 + mean, 0, 1))
+    hsv[..., 1] = np.clip(hsv[..., 1] * 1.5, 0, 1)
+    np.testing.assert_allclose(out, hsv_to_rgb(hsv) * 255, atol=0.05)

@@ -1,6 +1,7 @@
 """The same model and training on every Keras 3 backend: a checkpoint saved under TensorFlow gives
-the same logits under JAX and PyTorch; a training under JAX logs each epoch with its backend,
-and a JAX run stopped mid-epoch and resumed ends as the uninterrupted one, weights included."""
+the same logits under JAX and PyTorch; a training under JAX, with TensorFlow unimportable, logs
+each epoch with its backend and evaluates; a JAX run stopped mid-epoch and resumed ends as the
+uninterrupted one, weights included; and on two devices it trains the weights one device does."""
 
 import json
 import os
@@ -38,12 +39,25 @@ ARGS = [
 ]
 
 
-def _env(backend: str, fault: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEGEXP_FAULT")}
+def _env(backend: str, fault: str | None = None, devices: int = 1) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "SEGEXP_FAULT", "XLA_FLAGS")}  # fmt: skip
     env.update(KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     if fault:
         env["SEGEXP_FAULT"] = fault
+    if devices > 1:  # JAX then sees that many CPU devices
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
+
+
+# `python -c WITHOUT_TENSORFLOW segexp.<command> args...`: the command with TensorFlow unimportable
+WITHOUT_TENSORFLOW = """
+import runpy, sys
+sys.modules["tensorflow"] = None  # an import of TensorFlow now fails
+command = sys.argv[1]
+sys.argv = [command, *sys.argv[2:]]
+runpy.run_module(command, run_name="__main__")
+"""
 
 
 @pytest.mark.slow
@@ -72,26 +86,36 @@ def test_a_tensorflow_checkpoint_gives_the_same_logits_under_jax_and_torch(tmp_p
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4, err_msg=backend)
 
 
-def _train(workdir: Path, name: str, fault: str | None = None, resume: bool = False):
+def _train(
+    workdir: Path, name: str, fault: str | None = None, resume: bool = False, devices: int = 1
+) -> subprocess.CompletedProcess:
     args = [f"resume={workdir / name}"] if resume else [
         *ARGS, f"hydra.run.dir={workdir / name}", f"paths.data_dir={workdir / 'data'}",
     ]  # fmt: skip
     return subprocess.run(
-        [sys.executable, "-m", "segexp.train", *args],
-        cwd=workdir, env=_env("jax", fault), capture_output=True, text=True, timeout=900,
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, "segexp.train", *args], cwd=workdir,
+        env=_env("jax", fault, devices), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def jax_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Under JAX: one 2-epoch run uninterrupted, one stopped by SIGTERM after step 3 (epoch 2,
-    step 1 of 2) and resumed."""
+    """Under JAX, TensorFlow unimportable: one 2-epoch run uninterrupted and evaluated, one
+    stopped by SIGTERM after step 3 (epoch 2, step 1 of 2) and resumed, one on two devices."""
     workdir = tmp_path_factory.mktemp("jax")
     done = {
         "full": _train(workdir, "full"),
         "stopped": _train(workdir, "stopped", "sigterm_at_step:3"),
+        "two_devices": _train(workdir, "two_devices", devices=2),
     }
     done["resumed"] = _train(workdir, "stopped", resume=True)
+    done["evaluate"] = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, "segexp.evaluate",
+         f"model={workdir / 'full' / 'checkpoints' / 'best.keras'}",
+         f"paths.data_dir={workdir / 'data'}", "image_size=64", *ARGS[8:12],
+         f"hydra.run.dir={workdir / 'evaluate'}"],
+        cwd=workdir, env=_env("jax"), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("jax").experiment_id
     runs = {Path(r.data.tags["hydra.output_dir"]).name: r for r in client.search_runs([experiment])}
@@ -108,6 +132,14 @@ def _state(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
         return meta["progress"], {k: state[k] for k in state.files if k != "meta"}
 
 
+def _variable_paths(folder: Path) -> dict[str, str]:
+    """State key (model/000012) -> the variable's path (e.g. .../moving_mean)."""
+    with np.load(folder / "checkpoints" / "train_state.npz") as state:
+        layout = json.loads(state["meta"].tobytes().decode())["layout"]
+    return {f"{group}/{i:06d}": path for group, variables in layout.items()
+            for i, (path, _) in enumerate(variables)}  # fmt: skip
+
+
 @pytest.mark.slow
 def test_a_two_epoch_training_under_jax_logs_val_mean_iou_twice_and_its_backend(jax_runs):
     done, client = jax_runs["done"]["full"], jax_runs["client"]
@@ -117,12 +149,45 @@ def test_a_two_epoch_training_under_jax_logs_val_mean_iou_twice_and_its_backend(
     assert run.info.status == "FINISHED"
     assert run.data.params["keras.backend"] == "jax"
     assert run.data.params["trainer.precision_used"] == "float32"
-    assert run.data.tags["jax.version"]
+    assert run.data.params["trainer.input_pipeline"].startswith("processes:")
+    assert run.data.tags["jax.version"] and "tensorflow.version" not in run.data.tags
     history = _history(client, run.info.run_id, "val/mean_iou")
     assert [step for step, _ in history] == [1, 2]
     assert all(0.0 <= value <= 1.0 for _, value in history)
     assert [s for s, _ in _history(client, run.info.run_id, "train/loss")] == [1, 2]
     assert (jax_runs["workdir"] / "full" / "checkpoints" / "best.keras").is_file()
+
+
+@pytest.mark.slow
+def test_a_jax_checkpoint_evaluates_without_tensorflow_to_its_val_scores(jax_runs):
+    """segexp.evaluate on best.keras gives the val mean IoU training logged at the best epoch."""
+    done, client = jax_runs["done"]["evaluate"], jax_runs["client"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = jax_runs["runs"]["full"]
+    best = max(v for _, v in _history(client, run.info.run_id, "val/mean_iou"))
+    line = next(x for x in done.stdout.splitlines() if x.startswith("4 images: pixel accuracy"))
+    evaluated = float(line.split("mean IoU ")[1].split(" %")[0])
+    assert evaluated == pytest.approx(100 * best, abs=0.006), (line, best)
+
+
+@pytest.mark.slow
+def test_two_jax_devices_train_the_weights_one_device_does(jax_runs):
+    """XLA_FLAGS=--xla_force_host_platform_device_count=2: DataParallel splits batch 4 into 2
+    per device and ends with the one-device run's weights, precise BatchNorm statistics and
+    optimizer state (rtol 1e-4)."""
+    done, runs = jax_runs["done"]["two_devices"], jax_runs["runs"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    params = runs["two_devices"].data.params
+    assert (params["trainer.replicas"], params["trainer.per_replica_batch"]) == ("2", "2")
+    assert runs["full"].data.params["trainer.replicas"] == "1"
+    _, one = _state(jax_runs["workdir"] / "full")
+    _, two = _state(jax_runs["workdir"] / "two_devices")
+    assert one.keys() == two.keys()
+    paths = _variable_paths(jax_runs["workdir"] / "full")
+    assert any("moving_mean" in path for path in paths.values()), "BatchNorm statistics too"
+    for key, value in one.items():
+        np.testing.assert_allclose(two[key], value, rtol=1e-4, atol=1e-6,
+                                   err_msg=paths.get(key, key))  # fmt: skip
 
 
 @pytest.mark.slow
@@ -156,6 +221,23 @@ def test_tensorflow_only_settings_are_refused_under_jax_in_one_line(monkeypatch,
     (line,) = str(raised.value).splitlines()
     assert line.startswith(f"{key}=")
     assert "tf.distribute is TensorFlow-only and this process runs KERAS_BACKEND=jax" in line
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow"])
+def test_a_backend_that_is_not_installed_is_named_with_its_extra(tmp_path, backend):
+    hide = f"import sys; sys.modules[{backend!r}] = None\n"
+    done = subprocess.run(
+        [sys.executable, "-c", hide + WITHOUT_TENSORFLOW, "segexp.train", "backbone=tiny",
+         "image_size=32", f"hydra.run.dir={tmp_path / 'run'}",
+         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"],
+        cwd=ROOT, env=_env(backend), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: KERAS_BACKEND={backend} but {backend} is not installed: "
+        f"pip install -e '.[{backend}]' (or set KERAS_BACKEND to an installed backend)"
+    )
 
 
 def test_an_unknown_backend_is_named(monkeypatch):

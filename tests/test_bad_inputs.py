@@ -20,7 +20,7 @@ from segexp.data.files import CorruptFileError, DataFileError, image_size, read_
 from segexp.data.folder import load_folder
 from segexp.data.layout import pair_by_stem
 from segexp.data.load import class_histograms, load_dataset
-from segexp.data.pipeline import FileProblems
+from segexp.data.samples import FileProblems
 from segexp.errors import SegexpError
 from tests.conftest import compose_config, run_segexp
 from tests.fakedata import make_folder_tree, save_image, save_mask
@@ -113,7 +113,7 @@ def test_a_name_that_is_not_utf8_is_left_out_and_refused_in_one_line_or_skipped(
 
 
 def test_exif_rotated_jpeg_is_read_turned_and_matches_its_mask(tmp_path):
-    from segexp.data.pipeline import PairReader
+    from segexp.data.samples import PairReader
 
     root = make_folder_tree(tmp_path / "data", num_classes=3, counts={"train": 2, "val": 1})
     photo, mask_path = root / "train" / "images" / "009.jpg", root / "train" / "masks" / "009.png"

@@ -7,7 +7,7 @@ from PIL import Image
 from sklearn.metrics import jaccard_score
 
 from segexp.data.load import class_histograms, load_dataset
-from segexp.data.pipeline import FileProblems
+from segexp.data.samples import FileProblems
 from segexp.evaluation.baseline import majority_class_baseline
 from segexp.evaluation.metrics import majority_baseline
 from tests.conftest import compose_config

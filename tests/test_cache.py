@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import segexp.data.pipeline as pipeline
+import segexp.data.samples as samples
 from segexp.data.augment import AugmentOptions
 from segexp.data.cache import SampleCache, make_cache
 from segexp.data.pipeline import make_dataset
@@ -17,13 +17,13 @@ from tests.test_pipeline import _labels, _write_pairs
 def counted_reads(monkeypatch):
     """How many images the pipeline decoded from files."""
     calls = []
-    original = pipeline.read_image
+    original = samples.read_image
 
     def counting(path):
         calls.append(path)
         return original(path)
 
-    monkeypatch.setattr(pipeline, "read_image", counting)
+    monkeypatch.setattr(samples, "read_image", counting)
     return calls
 
 
@@ -93,7 +93,7 @@ def test_an_edited_file_or_a_damaged_cache_file_is_read_again(tmp_path, counted_
     edited = np.full((30, 40, 3), 200, np.uint8)
     Image.fromarray(edited).save(split.images[0])
     Image.fromarray(np.zeros((30, 40), np.uint8)).save(split.masks[0])
-    image, mask = pipeline.PairReader(8, 255, False, pipeline.FileProblems(), cache).read(
+    image, mask = samples.PairReader(8, 255, False, samples.FileProblems(), cache).read(
         split.images[0], split.masks[0]
     )
     np.testing.assert_array_equal(image, edited)

@@ -1,4 +1,6 @@
-"""tf.data pipeline: decoding by content, valid labels, seeded shuffles, bad files."""
+"""Both input pipelines (tf.data, and the TensorFlow-free loader with or without worker
+processes): decoding by content, valid labels, seeded shuffles, shards, bad files, and the same
+batches from each."""
 
 import cv2
 import numpy as np
@@ -8,8 +10,10 @@ import tensorflow as tf
 from segexp.data.augment import AugmentOptions
 from segexp.data.dataset import SegmentationDataset, Split
 from segexp.data.files import DataFileError
+from segexp.data.loader import make_batches, sample_workers
 from segexp.data.palettes import bit_palette
-from segexp.data.pipeline import FileProblems, make_dataset
+from segexp.data.pipeline import make_dataset
+from segexp.data.samples import FileProblems
 from tests.fakedata import random_pair, save_image, save_mask
 
 
@@ -38,7 +42,49 @@ def _write_pairs(folder, count, rng, labels=(0, 3, 7, 255), image_ext=".png"):
     return Split(images=tuple(images), masks=tuple(masks))
 
 
-def test_pipeline_batches_decode_by_content_and_keep_labels(tmp_path):
+# tf.data; the loader making samples in this process; the loader with two worker processes
+# (marked subprocess: make mutation leaves it out, its workers start Python processes)
+PATHS = ["tf.data", "loader", pytest.param("loader-2-workers", marks=pytest.mark.subprocess)]
+
+
+def _batches(path, split, dataset, size, batch, **options):
+    """The batches one input path makes, as NumPy (image, mask) pairs."""
+    if path == "tf.data":
+        return [(x.numpy(), y.numpy()) for x, y in make_dataset(split, dataset, size, batch,
+                                                                 **options)]  # fmt: skip
+    if path == "loader":
+        return list(make_batches(split, dataset, size, batch, **options))
+    augment = options.get("augment") if options["training"] else None
+    with sample_workers(dataset, size, 2, augment=augment,
+                        skip_corrupt=options.get("skip_corrupt", False)) as workers:  # fmt: skip
+        return list(make_batches(split, dataset, size, batch, workers=workers, **options))
+
+
+def _file_error(path):
+    """What stops a pipeline at a bad file: TensorFlow's error, or the file's own."""
+    return tf.errors.OpError if path == "tf.data" else DataFileError
+
+
+@pytest.mark.parametrize("path", PATHS[1:])
+@pytest.mark.parametrize("augment", ["none", "standard"])
+@pytest.mark.parametrize("training", [True, False])
+def test_every_path_gives_the_same_batches(tmp_path, augment, training, path):
+    """One seed and config: the loader (and its worker processes) and tf.data, equal arrays."""
+    split = _write_pairs(tmp_path, 9, np.random.default_rng(8), labels=(0, 1, 2, 255))
+    dataset = _labels(3, flip_pairs=((1, 2),))
+    options = dict(training=training, seed=11, epoch=2, augment=AugmentOptions(name=augment))
+    reference = _batches("tf.data", split, dataset, 32, 4, **options)
+    assert [b[0].shape[0] for b in reference] == ([4, 4] if training else [4, 4, 1])
+    batches = _batches(path, split, dataset, 32, 4, **options)
+    assert len(batches) == len(reference)
+    for (image, mask), (want_image, want_mask) in zip(batches, reference, strict=True):
+        assert image.dtype == np.float32 and mask.dtype == np.int32
+        np.testing.assert_array_equal(image, want_image)
+        np.testing.assert_array_equal(mask, want_mask)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_pipeline_batches_decode_by_content_and_keep_labels(tmp_path, path):
     rng = np.random.default_rng(0)
     split = _write_pairs(tmp_path / "png", 5, rng)
     # A JPEG under a .png name still decodes: the decoder looks at the bytes, not the name.
@@ -49,27 +95,28 @@ def test_pipeline_batches_decode_by_content_and_keep_labels(tmp_path):
         images=split.images + (renamed,) + jpeg_split.images[1:],
         masks=split.masks + jpeg_split.masks,
     )
-    batches = list(make_dataset(mixed, _labels(), 32, 3, training=False, seed=0))
+    batches = _batches(path, mixed, _labels(), 32, 3, training=False, seed=0)
     assert [b[0].shape[0] for b in batches] == [3, 3, 1]  # evaluation keeps the partial batch
-    labels = np.concatenate([b[1].numpy().ravel() for b in batches])
+    labels = np.concatenate([b[1].ravel() for b in batches])
     assert set(np.unique(labels)) <= {0, 3, 7, 255}
-    images = np.concatenate([b[0].numpy() for b in batches])
+    images = np.concatenate([b[0] for b in batches])
     assert images.dtype == np.float32 and images.min() >= 0 and images.max() <= 255
 
 
-def _order(dataset):
+def _order(batches):
     """Each sample's mean image value, to read the order back."""
-    return [round(float(v), 3) for b in dataset for v in tf.reduce_mean(b[0], axis=[1, 2, 3])]
+    return [round(float(v), 3) for b in batches for v in np.mean(b[0], axis=(1, 2, 3))]
 
 
+@pytest.mark.parametrize("path", PATHS[:2])
 @pytest.mark.parametrize("augment", [None, AugmentOptions(name="standard")])
-def test_training_order_is_reshuffled_each_epoch_and_reproducible(tmp_path, augment):
+def test_training_order_is_reshuffled_each_epoch_and_reproducible(tmp_path, augment, path):
     split = _write_pairs(tmp_path, 12, np.random.default_rng(1), labels=(0, 1))
     labels = _labels()
 
     def build(seed, epoch=0, skip=0):
-        return make_dataset(split, labels, 32, 4, training=True, seed=seed, augment=augment,
-                            epoch=epoch, skip_batches=skip)  # fmt: skip
+        return _batches(path, split, labels, 32, 4, training=True, seed=seed, augment=augment,
+                        epoch=epoch, skip_batches=skip)  # fmt: skip
 
     epoch1, epoch2 = _order(build(7, epoch=0)), _order(build(7, epoch=1))
     assert len(epoch1) == 12 and epoch1 != epoch2, "a new order (and draw) every epoch"
@@ -77,18 +124,19 @@ def test_training_order_is_reshuffled_each_epoch_and_reproducible(tmp_path, augm
     assert _order(build(7, epoch=1)) == epoch2, "any epoch can be rebuilt (resume)"
     assert _order(build(7, epoch=1, skip=2)) == epoch2[8:], "skipping resumes mid-epoch"
     assert _order(build(8)) != epoch1
-    evaluation = make_dataset(split, labels, 32, 4, training=False, seed=7, augment=augment)
+    evaluation = _batches(path, split, labels, 32, 4, training=False, seed=7, augment=augment)
     assert _order(evaluation) == _order(evaluation), "evaluation is neither shuffled nor augmented"
 
 
-def test_worker_shards_split_each_epoch_evenly_and_disjointly(tmp_path):
+@pytest.mark.parametrize("path", PATHS[:2])
+def test_worker_shards_split_each_epoch_evenly_and_disjointly(tmp_path, path):
     split = _write_pairs(tmp_path, 11, np.random.default_rng(4), labels=(0, 1))
     labels = _labels()
 
     def build(batch, shard, epoch=0):
-        data = make_dataset(split, labels, 32, batch, training=True, seed=3, epoch=epoch,
-                            shard=shard)  # fmt: skip
-        return [float(v) for b in data for v in tf.reduce_sum(b[0], axis=[1, 2, 3])]
+        data = _batches(path, split, labels, 32, batch, training=True, seed=3, epoch=epoch,
+                        shard=shard)  # fmt: skip
+        return [float(v) for b in data for v in np.sum(b[0], axis=(1, 2, 3))]
 
     for epoch in (0, 1):
         whole = build(1, (0, 1), epoch)  # the epoch's order, one sample per batch
@@ -101,40 +149,55 @@ def test_worker_shards_split_each_epoch_evenly_and_disjointly(tmp_path):
         assert not set(first) & set(second)
 
 
-def test_training_drops_the_partial_last_batch(tmp_path):
+@pytest.mark.parametrize("path", PATHS[:2])
+def test_training_drops_the_partial_last_batch(tmp_path, path):
     split = _write_pairs(tmp_path, 7, np.random.default_rng(2))
-    batches = make_dataset(split, _labels(), 32, 3, training=True, seed=0)
+    batches = _batches(path, split, _labels(), 32, 3, training=True, seed=0)
     assert [b[0].shape[0] for b in batches] == [3, 3]
 
 
-def test_a_corrupt_file_stops_the_pipeline_and_is_named(tmp_path):
+@pytest.mark.parametrize("path", PATHS)
+def test_a_corrupt_file_stops_the_pipeline_and_is_named(tmp_path, path):
     split = _write_pairs(tmp_path, 4, np.random.default_rng(3))
     split.images[2].write_bytes(b"truncated")
     problems = FileProblems()
-    data = make_dataset(split, _labels(), 32, 2, training=False, seed=0, problems=problems)
-    with pytest.raises(tf.errors.OpError):
-        list(data)
+    with pytest.raises(_file_error(path)):
+        _batches(path, split, _labels(), 32, 2, training=False, seed=0, problems=problems)
     assert isinstance(problems.fatal, DataFileError) and problems.fatal.path == split.images[2]
 
 
-def test_skip_corrupt_drops_the_file_and_counts_it(tmp_path):
+@pytest.mark.parametrize("path", PATHS)
+def test_skip_corrupt_drops_the_file_and_counts_it(tmp_path, path):
     split = _write_pairs(tmp_path, 5, np.random.default_rng(4))
     split.masks[1].write_bytes(b"\x89PNG broken")
     problems = FileProblems()
-    data = make_dataset(
-        split, _labels(), 32, 2, training=False, seed=0, skip_corrupt=True, problems=problems
-    )
-    assert sum(b[0].shape[0] for b in data) == 4
+    data = _batches(path, split, _labels(), 32, 2, training=False, seed=0, skip_corrupt=True,
+                    problems=problems)  # fmt: skip
+    assert [b[0].shape[0] for b in data] == [2, 2]
     assert list(problems.skipped) == [split.masks[1]] and problems.fatal is None
 
 
-def test_a_label_outside_the_classes_is_named_with_its_value(tmp_path):
+@pytest.mark.parametrize("path", PATHS[:2])
+def test_skip_corrupt_with_skipped_batches_counts_batches_of_readable_files(tmp_path, path):
+    """A resumed epoch with skip_corrupt: the batches left out are those made of readable
+    files (as trained before the interrupt), so the rest are the ones the epoch had left."""
+    split = _write_pairs(tmp_path, 9, np.random.default_rng(7), labels=(0, 1))
+    split.images[4].write_bytes(b"not an image")
+    options = dict(training=True, seed=2, skip_corrupt=True)
+    whole = _batches(path, split, _labels(), 32, 2, **options)
+    assert len(whole) == 4, "8 readable files, 4 full batches"
+    rest = _batches(path, split, _labels(), 32, 2, skip_batches=3, **options)
+    assert len(rest) == 1
+    np.testing.assert_array_equal(rest[0][0], whole[3][0])
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_label_outside_the_classes_is_named_with_its_value(tmp_path, path):
     split = _write_pairs(tmp_path, 3, np.random.default_rng(5), labels=(0, 1, 7))
     problems = FileProblems()
-    data = make_dataset(split, _labels(num_classes=5), 32, 3, training=False, seed=0,
-                        skip_corrupt=True, problems=problems)  # fmt: skip
-    with pytest.raises(tf.errors.OpError):
-        list(data)
+    with pytest.raises(_file_error(path)):
+        _batches(path, split, _labels(num_classes=5), 32, 3, training=False, seed=0,
+                 skip_corrupt=True, problems=problems)  # fmt: skip
     assert problems.fatal.kind == "bad_label" and "7" in problems.fatal.detail
 
 
@@ -164,7 +227,8 @@ def test_the_training_pipeline_leaves_the_cores_to_a_step_the_cpu_computes(monke
     assert pipeline_threads() is None, "tf.data's own pool when a GPU computes"
 
 
-def test_evaluation_batches_are_the_files_unaugmented_even_with_augment_set(tmp_path):
+@pytest.mark.parametrize("path", PATHS[:2])
+def test_evaluation_batches_are_the_files_unaugmented_even_with_augment_set(tmp_path, path):
     """make_dataset(training=False) with augment=standard: images and masks at image_size come
     back as the files hold them (no scale, crop, flip or colour jitter), in file order."""
     rng = np.random.default_rng(6)
@@ -179,11 +243,11 @@ def test_evaluation_batches_are_the_files_unaugmented_even_with_augment_set(tmp_
     split = Split(tuple(tmp_path / f"{i}.png" for i in range(4)),
                   tuple(tmp_path / f"{i}_m.png" for i in range(4)))  # fmt: skip
     augment = AugmentOptions(name="standard", flip=1.0, scale=(1.5, 2.0))
-    batches = list(make_dataset(split, _labels(3, flip_pairs=((1, 2),)), 32, 3,
-                                training=False, seed=5, augment=augment))  # fmt: skip
+    batches = _batches(path, split, _labels(3, flip_pairs=((1, 2),)), 32, 3,
+                       training=False, seed=5, augment=augment)  # fmt: skip
     np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), np.stack(images))
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), np.stack(masks))
-    training = list(make_dataset(split, _labels(3, flip_pairs=((1, 2),)), 32, 4,
-                                 training=True, seed=5, augment=augment))  # fmt: skip
-    assert not np.array_equal(np.sort(training[0][0].numpy().ravel()),
+    training = _batches(path, split, _labels(3, flip_pairs=((1, 2),)), 32, 4,
+                        training=True, seed=5, augment=augment)  # fmt: skip
+    assert not np.array_equal(np.sort(training[0][0].ravel()),
                               np.sort(np.stack(images).ravel().astype(np.float32)))  # fmt: skip

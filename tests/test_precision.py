@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import segexp.training.precision as precision_module
-from segexp.cli import configure_tensorflow_env
+from segexp.cli import start_backend
 from segexp.models.build import build_model
 from segexp.training.build import build_compiled_model, compile_model
 from segexp.training.losses import CrossEntropy
@@ -69,12 +69,12 @@ def test_steps_per_execution_runs_every_step(policy):
 
 def test_onednn_is_on_by_default_and_the_users_choice_wins(monkeypatch):
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
-    configure_tensorflow_env()
+    start_backend()
     import os
 
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    configure_tensorflow_env()
+    start_backend()
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
 
 

@@ -24,8 +24,9 @@ def keras_backend() -> str:
 
 
 def check_backend_support(c: Checker) -> None:
-    """tf.distribute (strategies, SyncBatchNorm) is TensorFlow's: under KERAS_BACKEND=jax or
-    torch a job trains on the backend's default device."""
+    """tf.distribute (strategies, SyncBatchNorm) is TensorFlow's: under KERAS_BACKEND=jax a
+    job trains data-parallel over every local device (BatchNorm over the global batch), under
+    torch on one device."""
     backend = keras_backend()
     if backend not in BACKENDS:
         allowed = ", ".join(BACKENDS)
@@ -38,4 +39,5 @@ def check_backend_support(c: Checker) -> None:
     if strategy != "auto":
         c.fail("trainer.strategy", strategy, f"must be auto: {why}")
     if get(c.cfg, "trainer.sync_bn") is True:
-        c.fail("trainer.sync_bn", True, f"must be false: {why}")
+        same = " (JAX's data parallelism already computes it over the global batch)"
+        c.fail("trainer.sync_bn", True, f"must be false: {why}{same if backend == 'jax' else ''}")

@@ -58,6 +58,8 @@ def _check_trainer(c: Checker) -> None:
     c.check("trainer.strategy", lambda v: v in STRATEGIES, f"must be {', '.join(STRATEGIES)}")
     c.check("trainer.sync_bn", lambda v: isinstance(v, bool), "must be true or false")
     c.check("trainer.steps_per_execution", lambda v: is_int(v) and v > 0, _POSITIVE_INT)
+    c.check("trainer.data_workers", lambda v: v == "auto" or (is_int(v) and v >= 0),
+            "must be auto or a whole number >= 0")  # fmt: skip
     c.check("optimizer.learning_rate", lambda v: is_number(v) and v > 0, "must be a number > 0")
     check_backend_support(c)
 

@@ -2,14 +2,17 @@
 
 Geometry (scale, pad, crop, flip) goes through one path that moves image and mask together; the
 mask is only ever resized with nearest neighbour and padded with the ignore index, and a flip
-swaps left/right class ids. Colour jitter touches the image only. Every random draw is a
-stateless op keyed by the sample's seed, so a run is repeatable under its seed.
+swaps left/right class ids. Colour jitter touches the image only. NumPy and OpenCV only: the
+tf.data pipeline and the TensorFlow-free loader run this same code, so they give the same
+batches. Every random draw comes from a generator seeded by the sample's seed alone, so a run
+is repeatable under its seed whichever worker process or thread makes the sample.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import tensorflow as tf
+import cv2
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -34,89 +37,109 @@ class AugmentOptions:
         return self.name != "none"
 
 
-def flip_lookup(num_classes: int, flip_pairs: Sequence[tuple[int, int]]) -> tf.Tensor:
+def flip_lookup(num_classes: int, flip_pairs: Sequence[tuple[int, int]]) -> np.ndarray:
     """Class id -> its mirror-image class id (identity except the left/right pairs)."""
     table = list(range(num_classes))
     for left, right in flip_pairs:
         table[left], table[right] = right, left
-    return tf.constant(table, dtype=tf.int32)
+    return np.asarray(table, dtype=np.int32)
+
+
+def _nearest_rows(source: int, target: int) -> np.ndarray:
+    """For each of `target` output rows, the input row whose centre is nearest its centre
+    (below `source`: the last centre, target - 0.5, maps to source - source / (2 target))."""
+    return np.floor((np.arange(target) + 0.5) * (source / target)).astype(np.int64)
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest neighbour at pixel centres (int32): interpolated ids are not labels."""
+    rows = _nearest_rows(mask.shape[0], height)
+    cols = _nearest_rows(mask.shape[1], width)
+    return np.ascontiguousarray(mask[rows[:, None], cols[None, :]], dtype=np.int32)
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear at pixel centres, without antialiasing (float32, values stay in their range)."""
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return resized.reshape(height, width, image.shape[2])
 
 
 def resize_pair(
-    image: tf.Tensor, mask: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Image bilinear (float32), mask nearest neighbour (int32): interpolated ids are not labels."""
-    image = tf.image.resize(image, (height, width), method="bilinear")
-    mask = tf.image.resize(mask[..., None], (height, width), method="nearest")[..., 0]
-    return image, mask
+    image: np.ndarray, mask: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image bilinear (float32), mask nearest neighbour (int32)."""
+    return resize_image(image, height, width), resize_mask(mask, height, width)
 
 
 def flip_pair(
-    image: tf.Tensor, mask: tf.Tensor, lookup: tf.Tensor, num_classes: int
-) -> tuple[tf.Tensor, tf.Tensor]:
+    image: np.ndarray, mask: np.ndarray, lookup: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Mirror left-right; a left-arm pixel becomes a right-arm pixel (ignored pixels stay)."""
     image, mask = image[:, ::-1], mask[:, ::-1]
     is_class = (mask >= 0) & (mask < num_classes)
-    swapped = tf.gather(lookup, tf.clip_by_value(mask, 0, num_classes - 1))
-    return image, tf.where(is_class, swapped, mask)
+    swapped = np.asarray(lookup)[np.clip(mask, 0, num_classes - 1)]
+    return np.ascontiguousarray(image), np.where(is_class, swapped, mask).astype(np.int32)
 
 
 def _pad_to(
-    image: tf.Tensor, mask: tf.Tensor, size: int, ignore_index: int
-) -> tuple[tf.Tensor, tf.Tensor]:
+    image: np.ndarray, mask: np.ndarray, size: int, ignore_index: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Pad bottom/right up to size x size: image with 0, mask with the ignore index."""
-    height, width = tf.shape(mask)[0], tf.shape(mask)[1]
-    pads = [[0, tf.maximum(size - height, 0)], [0, tf.maximum(size - width, 0)]]
-    image = tf.pad(image, [*pads, [0, 0]], constant_values=0.0)
-    mask = tf.pad(mask, pads, constant_values=ignore_index)
-    return image, mask
+    height, width = mask.shape
+    pads = ((0, max(size - height, 0)), (0, max(size - width, 0)))
+    image = np.pad(image, (*pads, (0, 0)))  # zeros
+    return image, np.pad(mask, pads, constant_values=ignore_index)
 
 
-def _jitter(image: tf.Tensor, options: AugmentOptions, seeds: tf.Tensor) -> tf.Tensor:
-    """Brightness, contrast, saturation and hue jitter on a float 0..255 image."""
+def _jitter(image: np.ndarray, options: AugmentOptions, draws: np.ndarray) -> np.ndarray:
+    """Brightness, contrast, saturation and hue jitter on a float 0..255 image; `draws` are
+    four uniform numbers in [0, 1), one per jitter, drawn whether or not it is on."""
     x = image / 255.0
-    if options.brightness > 0:
-        x = tf.image.stateless_random_brightness(x, options.brightness, seeds[0])
-    if options.contrast > 0:
-        x = tf.image.stateless_random_contrast(
-            x, 1 - options.contrast, 1 + options.contrast, seeds[1]
-        )
-    x = tf.clip_by_value(x, 0.0, 1.0)
-    if options.saturation > 0:
-        x = tf.image.stateless_random_saturation(
-            x, 1 - options.saturation, 1 + options.saturation, seeds[2]
-        )
-    if options.hue > 0:
-        x = tf.image.stateless_random_hue(x, options.hue, seeds[3])
-    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+    if options.brightness > 0:  # one shift for the whole image
+        x = x + (2 * draws[0] - 1) * options.brightness
+    if options.contrast > 0:  # each channel scaled about its mean by one factor
+        factor = 1 - options.contrast + 2 * options.contrast * draws[1]
+        mean = x.mean(axis=(0, 1), keepdims=True)
+        x = (x - mean) * factor + mean
+    x = np.clip(x, 0.0, 1.0).astype(np.float32)
+    if options.saturation > 0 or options.hue > 0:
+        hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)  # hue in degrees, saturation and value 0..1
+        if options.saturation > 0:
+            factor = 1 - options.saturation + 2 * options.saturation * draws[2]
+            hsv[..., 1] = np.clip(hsv[..., 1] * factor, 0.0, 1.0)
+        if options.hue > 0:  # a turn of up to `hue` of the colour circle either way
+            turn = (2 * draws[3] - 1) * options.hue * 360.0
+            hsv[..., 0] = np.mod(hsv[..., 0] + turn, 360.0)
+        x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return (np.clip(x, 0.0, 1.0) * 255.0).astype(np.float32)
 
 
 def augment_pair(
-    image: tf.Tensor,
-    mask: tf.Tensor,
-    seed: tf.Tensor,
+    image: np.ndarray,
+    mask: np.ndarray,
+    seed: Sequence[int],
     size: int,
     options: AugmentOptions,
-    lookup: tf.Tensor,
+    lookup: np.ndarray,
     num_classes: int,
     ignore_index: int,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Random scale, pad, crop to size x size, flip and jitter one float image and int32 mask."""
-    seeds = tf.random.experimental.stateless_split(seed, num=8)
-    factor = tf.random.stateless_uniform([], seeds[0], options.scale[0], options.scale[1])
-    scaled = tf.maximum(tf.cast(tf.round(size * factor), tf.int32), 1)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random scale, pad, crop to size x size, flip and jitter one image (H, W, 3) and int mask
+    (H, W); `seed` (the epoch's seed, the sample's position) alone decides every draw."""
+    rng = np.random.default_rng([int(s) for s in seed])
+    factor = rng.uniform(options.scale[0], options.scale[1])
+    scaled = max(int(round(size * factor)), 1)
     image, mask = resize_pair(image, mask, scaled, scaled)
     image, mask = _pad_to(image, mask, size, ignore_index)
 
-    height, width = tf.shape(mask)[0], tf.shape(mask)[1]
-    top = tf.random.stateless_uniform([], seeds[1], 0, height - size + 1, dtype=tf.int32)
-    left = tf.random.stateless_uniform([], seeds[2], 0, width - size + 1, dtype=tf.int32)
+    height, width = mask.shape
+    top = int(rng.integers(height - size + 1))  # 0 ..= height - size
+    left = int(rng.integers(width - size + 1))
     image = image[top : top + size, left : left + size]
     mask = mask[top : top + size, left : left + size]
 
-    if tf.random.stateless_uniform([], seeds[3]) < options.flip:
+    if rng.uniform() < options.flip:
         image, mask = flip_pair(image, mask, lookup, num_classes)
-    image = _jitter(image, options, seeds[4:8])
-    image.set_shape([size, size, 3])
-    mask.set_shape([size, size])
-    return image, mask
+    image = _jitter(image, options, rng.uniform(size=4))
+    return image, np.ascontiguousarray(mask)

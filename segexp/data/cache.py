@@ -28,6 +28,13 @@ class SampleCache:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
 
+    def __getstate__(self) -> dict:
+        # a worker process gets the folder and an empty memory of its own (and its own lock)
+        return {"folder": self.folder}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["folder"])
+
     def _entry(self, image_path: Path, mask_path: Path, size: int | None) -> Path:
         assert self.folder is not None
         parts = [f"size={size}"]

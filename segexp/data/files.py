@@ -42,12 +42,23 @@ class DataFileError(SegexpError):
         self.path, self.kind, self.detail = Path(path), kind, detail
         super().__init__(f"{path}: {detail}")
 
+    def __reduce__(self) -> tuple:
+        # rebuilt as it was (subclasses' own signatures too): worker processes send it back
+        return _restore, (type(self), self.args, self.__dict__)
+
 
 class CorruptFileError(DataFileError):
     """The file is missing, unreadable, truncated or not an image at all."""
 
     def __init__(self, path: Path, detail: str, kind: str = "unreadable") -> None:
         super().__init__(path, kind, detail)
+
+
+def _restore(kind: type, args: tuple, state: dict) -> DataFileError:
+    err = kind.__new__(kind)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 def _too_large(path: Path, pixels: int | None, limit: int | None) -> CorruptFileError:

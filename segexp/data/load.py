@@ -9,8 +9,8 @@ from segexp.data.checks import SKIPPABLE, layout_findings, scan_split
 from segexp.data.dataset import SegmentationDataset
 from segexp.data.files import DataFileError
 from segexp.data.layout import bad_name_detail, printable
-from segexp.data.pipeline import FileProblems
 from segexp.data.registry import build_dataset
+from segexp.data.samples import FileProblems
 from segexp.errors import SegexpError
 
 

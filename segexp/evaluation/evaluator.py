@@ -18,7 +18,7 @@ from segexp.config.names import metric_name
 from segexp.data.cache import SampleCache
 from segexp.data.dataset import SegmentationDataset, Split
 from segexp.data.files import CorruptFileError
-from segexp.data.pipeline import FileProblems, PairReader
+from segexp.data.samples import FileProblems, PairReader
 from segexp.evaluation.metrics import confusion_matrix, confusion_scores
 from segexp.inference.predictor import Predictor
 

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-import tensorflow as tf  # module level: AutoGraph looks `tf` up in the module when it converts
 from keras import ops
 
-from segexp.models.forward import backend, compiled_forward
+from segexp.models.forward import compiled_forward
 
 
 @dataclass(frozen=True)
@@ -71,20 +70,12 @@ class Predictor:
             mirror[left], mirror[right] = right, left
         self.mirror = np.asarray(mirror)
 
-        if logits is None and backend() != "tensorflow":  # JAX, PyTorch: their own compiler
+        if logits is None:  # the backend's compiled forward pass
             logits = compiled_forward(model)
-        if logits is None:
-
-            @tf.function(reduce_retracing=True)
-            def forward(images: tf.Tensor) -> tf.Tensor:
-                scaled = ops.cast(model(images, training=False), "float32") / self.temperature
-                return ops.softmax(scaled, axis=-1)
-
-            self._forward = lambda images: forward(tf.constant(images)).numpy()
-        else:  # another runtime (an exported model) or backend computes the logits
-            self._forward = lambda images: _softmax(
-                np.asarray(logits(images), np.float32) / self.temperature
-            )
+        # (or another runtime's: an exported model); the softmax in float32 whatever the policy
+        self._forward = lambda images: _softmax(
+            np.asarray(logits(images), np.float32) / self.temperature
+        )
 
     def _probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax of a float32 batch, averaged with its mirror image when tta.flip."""

@@ -47,7 +47,6 @@ def _log_pyfunc(
     name: str,
 ) -> None:  # fmt: skip
     import keras
-    import tensorflow as tf
 
     from segexp.inference.pyfunc_model import KERAS_ARTIFACT, SegmentationModel
 
@@ -64,13 +63,19 @@ def _log_pyfunc(
         signature=signature,
         code_paths=[str(_PACKAGE_DIR)],
         pip_requirements=[
-            f"tensorflow=={tf.__version__}",
+            *backend_requirements(keras.backend.backend()),
             f"keras=={keras.__version__}",
             f"mlflow=={mlflow.__version__}",
             f"pillow=={_version('pillow')}",
         ],
         metadata=dict(config),
     )
+
+
+def backend_requirements(backend: str) -> list[str]:
+    """The pinned packages of the Keras backend that trained the model (it loads on any)."""
+    packages = {"tensorflow": ["tensorflow"], "jax": ["jax", "jaxlib"], "torch": ["torch"]}
+    return [f"{name}=={_version(name)}" for name in packages.get(backend, [])]
 
 
 def _version(package: str) -> str:

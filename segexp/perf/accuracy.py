@@ -154,7 +154,7 @@ def compare(
     import keras
 
     from segexp.data.load import class_histograms, load_dataset
-    from segexp.data.pipeline import FileProblems
+    from segexp.data.samples import FileProblems
     from segexp.evaluation.baseline import majority_class_baseline
 
     curves, settings = [], []

@@ -15,7 +15,7 @@ def main(config_path: str) -> None:
     import keras
 
     from segexp.data.load import class_histograms, load_dataset
-    from segexp.data.pipeline import FileProblems
+    from segexp.data.samples import FileProblems
     from segexp.training.build import build_compiled_model
     from segexp.training.distribute import make_strategy
 

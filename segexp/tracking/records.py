@@ -100,20 +100,20 @@ def git_commit(path: Path = _PACKAGE_DIR) -> str | None:
 
 
 def run_tags(dataset: str, output_dir: Path) -> dict[str, str]:
-    """Versions, data set, output folder and code commit of this run."""
-    import tensorflow as tf
-
+    """Versions (of the backend, and of TensorFlow where it runs), data set, output folder and
+    code commit of this run."""
     tags = {
         "segexp.version": segexp.__version__,
-        "tensorflow.version": tf.__version__,
         "keras.version": keras.__version__,
         "keras.backend": keras.backend.backend(),
         "dataset": dataset,
         "hydra.output_dir": str(output_dir.resolve()),
     }
     backend = keras.backend.backend()
-    if backend != "tensorflow":  # its own version next to TensorFlow's (tf.data feeds it)
-        tags[f"{backend}.version"] = importlib.import_module(backend).__version__
+    tags[f"{backend}.version"] = importlib.import_module(backend).__version__
+    tensorflow = sys.modules.get("tensorflow")  # imported: it computes, or (elsewhere) exports
+    if tensorflow is not None:
+        tags["tensorflow.version"] = tensorflow.__version__
     commit = git_commit()
     if commit:
         tags["segexp.git_commit"] = commit

@@ -2,15 +2,15 @@
 guard (NaN/Inf loss, interrupts, a resumed epoch's metric sums) and the epoch end (checkpoints,
 the training state, listeners, early stopping)."""
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from segexp.errors import SegexpError
 from segexp.evaluation.evaluator import EvalResult, Evaluator, ScoredImage
@@ -26,8 +26,10 @@ from segexp.training.checkpoints import (
 )
 from segexp.training.interrupts import StopRequest
 from segexp.training.monitor import EarlyStop, Watch, keras_name, metric_names
+from segexp.training.precision import peak_device_memory_mib
 from segexp.training.progress import learning_rate
 from segexp.training.state import Progress, has_state, save_state
+from segexp.training.step_times import StepTimes
 
 
 class NumericalError(SegexpError):
@@ -35,7 +37,9 @@ class NumericalError(SegexpError):
 
 
 # (epoch, batches to skip) -> its batches (per worker under a multi-worker strategy)
-EpochBatches = Callable[[int, int], "tf.data.Dataset | tf.distribute.DistributedDataset"]
+# (a tf.data Dataset or tf.distribute's per-worker datasets under TensorFlow, else the loader's
+# Batches: anything `next(iter(...))` gives a batch of)
+EpochBatches = Callable[[int, int], Iterable]
 EpochListener = Callable[[int, dict[str, float], int], None]  # (epoch 1-based, metrics, ms)
 
 
@@ -98,7 +102,11 @@ class RecomputeBatchNorm(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.precise is None:
             self.precise = PreciseBatchNorm(self.model)
-        self.precise(self.batches(epoch).take(self.num_batches))
+        batches = iter(self.batches(epoch))
+        try:
+            self.precise(itertools.islice(batches, self.num_batches))
+        finally:  # the loader's samples still in flight are dropped now
+            getattr(batches, "close", lambda: None)()
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,7 @@ class FitRun:
     listeners: Sequence[EpochListener]
     coordination: Coordination
     before_validation: Sequence[keras.callbacks.Callback] = ()  # e.g. RecomputeBatchNorm
+    times: StepTimes = field(default_factory=StepTimes)  # the current epoch's
 
     @property
     def best_path(self) -> Path:
@@ -153,13 +162,18 @@ class StepGuard(keras.callbacks.Callback):
     def _global_step(self, batch: int) -> int:
         return self.epoch * self.run.steps_per_epoch + self.skipped + batch + 1
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.run.times = StepTimes()
+
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.run.times.begin()
         if faults.poisons_step(self._global_step(batch)):
             for variable in self.model.trainable_variables:
                 variable.assign(keras.ops.full(variable.shape, float("nan"), variable.dtype))
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = float((logs or {}).get("loss", 0.0))
+        loss = float((logs or {}).get("loss", 0.0))  # (waits for the step to finish)
+        self.run.times.end(batch)
         step = self.skipped + batch + 1
         if not math.isfinite(loss):
             raise NumericalError(
@@ -211,6 +225,10 @@ class EpochEnd(keras.callbacks.Callback):
         metrics = metric_names(logs)
         metrics.update(run.validation.class_metrics)
         metrics.setdefault("lr", learning_rate(self.model.optimizer))
+        metrics.update(run.times.metrics())
+        peak = peak_device_memory_mib(keras.backend.backend())
+        if peak is not None:
+            metrics["perf/peak_device_memory_mib"] = peak
         timestamp = int(time.time() * 1000)
         for key, value in logs.items():
             progress.history.setdefault(key, []).append(float(value))
@@ -250,7 +268,7 @@ def end_epoch_without_steps(
         callback.on_epoch_end(epoch, logs)
 
 
-def build_metrics(model: keras.Model, data: tf.data.Dataset) -> None:
+def build_metrics(model: keras.Model, data: Iterable) -> None:
     """Create the compiled metrics' variables (Keras makes them at the first step) so saved
     sums can be added to them; fit resets their values before the epoch."""
     images, labels = next(iter(data))

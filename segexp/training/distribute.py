@@ -1,18 +1,25 @@
-"""trainer.strategy -> a tf.distribute strategy: TensorFlow's own engine for training on several
-devices of one machine (mirrored) or several machines (multi_worker). `trainer.batch_size` stays
-the global batch; each replica trains on an equal share of it."""
+"""trainer.strategy -> how a job spreads over devices: under TensorFlow a tf.distribute strategy
+(several devices of one machine, mirrored, or several machines, multi_worker); under JAX, Keras'
+DataParallel over every local device. `trainer.batch_size` stays the global batch; each replica
+trains on an equal share of it. TensorFlow is imported only where the TensorFlow backend runs."""
 
+from __future__ import annotations
+
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import keras
-import tensorflow as tf
 
 from segexp.config.choices import STRATEGIES
 from segexp.errors import SegexpError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 SLURM_PORT_BASE = 8888  # the first port of the workers' gRPC servers on a SLURM job's nodes
 
@@ -29,6 +36,8 @@ class Workers:
 
 def cluster_resolver() -> tf.distribute.cluster_resolver.ClusterResolver:
     """The cluster from TF_CONFIG when it is set, else from the SLURM job step (srun) variables."""
+    import tensorflow as tf
+
     resolvers = tf.distribute.cluster_resolver
     if os.environ.get("TF_CONFIG"):
         try:
@@ -74,19 +83,55 @@ def workers_of(name: str) -> Workers:
     return Workers(order.index((task_type, task_id)), len(order), order[0] == (task_type, task_id))
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
+@dataclass(frozen=True)
+class BackendDevices:
+    """Where a JAX or PyTorch job trains: JAX data-parallel over `devices` local devices
+    (Keras' DataParallel: the variables replicated, each batch split along its first axis), or
+    one device. Plays a tf.distribute strategy's part for the rest of the job."""
+
+    devices: int = 1
+    distribution: Any = None  # keras.distribution.DataParallel when devices > 1
+
+    @property
+    def num_replicas_in_sync(self) -> int:
+        return self.devices
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Build the model and fit inside it (the distribution is Keras' global setting)."""
+        if self.distribution is None:
+            yield
+            return
+        with self.distribution.scope():
+            yield
+
+
+def _backend_devices(name: str, backend: str) -> BackendDevices:
+    """auto under JAX: every local device (several: DataParallel); under PyTorch: one device."""
+    if name != "auto":
+        raise SegexpError(
+            f"trainer.strategy={name} is not allowed: must be auto, tf.distribute is "
+            f"TensorFlow-only and this process runs KERAS_BACKEND={backend}"
+        )
+    if backend != "jax":
+        return BackendDevices()
+    devices = keras.distribution.list_devices()
+    if len(devices) < 2:
+        return BackendDevices()
+    return BackendDevices(len(devices), keras.distribution.DataParallel(devices=devices))
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy | BackendDevices:
     """auto: MirroredStrategy over all GPUs when there are several, else the default strategy;
     one_device: the first GPU (or the CPU); mirrored: every GPU, or every logical CPU device;
     multi_worker: MultiWorkerMirroredStrategy over the cluster of TF_CONFIG or SLURM. Under
-    KERAS_BACKEND=jax or torch, auto is the default strategy (one device, the backend's)."""
+    KERAS_BACKEND=jax, auto is data-parallel over every local device; under torch, one device
+    (see BackendDevices)."""
     backend = keras.backend.backend()
     if backend != "tensorflow":
-        if name != "auto":
-            raise SegexpError(
-                f"trainer.strategy={name} is not allowed: must be auto, tf.distribute is "
-                f"TensorFlow-only and this process runs KERAS_BACKEND={backend}"
-            )
-        return tf.distribute.get_strategy()
+        return _backend_devices(name, backend)
+    import tensorflow as tf
+
     if name == "multi_worker":  # before anything else starts TensorFlow's runtime
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver())
     gpus = tf.config.list_logical_devices("GPU")
@@ -100,12 +145,27 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise SegexpError(f"trainer.strategy={name!r} is not allowed: must be {', '.join(STRATEGIES)}")
 
 
-def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+def is_multi_worker(strategy: tf.distribute.Strategy | BackendDevices) -> bool:
     """Whether `strategy` spans several worker processes (sharded input, agreed stops)."""
+    if isinstance(strategy, BackendDevices):
+        return False
+    import tensorflow as tf
+
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-def per_replica_batch(batch_size: int, strategy: tf.distribute.Strategy, name: str) -> int:
+def fit_scope(
+    strategy: tf.distribute.Strategy | BackendDevices,
+) -> contextlib.AbstractContextManager:
+    """What fit runs inside: a multi-worker strategy's scope, JAX's distribution, or nothing."""
+    if isinstance(strategy, BackendDevices) or is_multi_worker(strategy):
+        return strategy.scope()
+    return contextlib.nullcontext()
+
+
+def per_replica_batch(
+    batch_size: int, strategy: tf.distribute.Strategy | BackendDevices, name: str
+) -> int:
     """The batch each replica trains on; the global batch must split evenly."""
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
@@ -134,6 +194,7 @@ def sharded_batches(
 ) -> tf.distribute.DistributedDataset:
     """Each worker reads only its shard of the files (`make(per_replica_batch, (index, count))`)
     and feeds its own replicas: tf.distribute's per-worker input pipelines."""
+    import tensorflow as tf
 
     def worker_pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
         shard = (context.input_pipeline_id, context.num_input_pipelines)
@@ -167,6 +228,7 @@ def any_worker(strategy: tf.distribute.Strategy) -> Callable[[bool], bool]:
     workers must stop at the same epoch, or the others wait on a collective forever."""
     if not is_multi_worker(strategy):
         return bool
+    import tensorflow as tf
 
     @tf.function
     def votes(flag: tf.Tensor) -> tf.Tensor:

@@ -1,5 +1,5 @@
 """One training job from a validated config, inside its MLflow run: the composition root of
-segexp (config -> dataset -> tf.data pipeline -> model -> fit -> tracking); its pieces live in
+segexp (config -> dataset -> input pipeline -> model -> fit -> tracking); its pieces live in
 setup (data, strategy), build (model, loss, optimizer), loop and callbacks (fit)."""
 
 import contextlib
@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from segexp import console
@@ -32,6 +31,7 @@ from segexp.training.distribute import (
     Workers,
     any_worker,
     fit_ready_for_multi_worker,
+    fit_scope,
     is_multi_worker,
     workers_of,
 )
@@ -98,7 +98,9 @@ def train_job(
     shard of the files and only the chief writes checkpoints."""
     cfg, strategy = job.cfg, job.strategy
     keras.utils.set_random_seed(cfg.trainer.seed)
-    if cfg.trainer.deterministic:
+    if cfg.trainer.deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
     multi_worker = is_multi_worker(strategy)
     after_epoch = after_epoch or validation(job)
@@ -109,8 +111,7 @@ def train_job(
     if multi_worker:
         fit_ready_for_multi_worker(model, strategy)
     coordination = Coordination(agree=any_worker(strategy), mid_epoch_stops=not multi_worker)
-    scope = strategy.scope() if multi_worker else contextlib.nullcontext()
-    with scope, stop_on_signals() as stop, _write_dir(job.workers.chief) as write_dir:
+    with fit_scope(strategy), stop_on_signals() as stop, _write_dir(job.workers.chief) as write_dir:
         result = fit(
             model,
             job.train_batches,
@@ -210,7 +211,8 @@ def log_run_start(outbox: Outbox, job: Job, resume: bool = False) -> Baseline:
     )
     outbox.params({"trainer.replicas": job.strategy.num_replicas_in_sync,
                    "trainer.per_replica_batch": job.per_replica_batch,
-                   "trainer.workers": job.workers.count})  # fmt: skip
+                   "trainer.workers": job.workers.count,
+                   "trainer.input_pipeline": job.input_pipeline})  # fmt: skip
     log_backend_and_precision(outbox, cfg.trainer.precision, resume)
     gpu = claimed_gpu()
     if gpu is not None:  # a param of the first attempt; a resumed one may be on another GPU

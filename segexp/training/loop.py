@@ -9,8 +9,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from segexp.data.loader import Batches
 from segexp.errors import SegexpError
 from segexp.training.callbacks import (
     Coordination,
@@ -45,10 +45,23 @@ class TrainResult:
     epoch_metrics: tuple[dict[str, float], ...] = ()
 
 
-def _has_batches(data: "tf.data.Dataset | tf.distribute.DistributedDataset") -> bool:
-    if not isinstance(data, tf.data.Dataset):  # per-worker pipelines: no mid-epoch stops
+def _is_tf_dataset(data: object) -> bool:
+    """Whether `data` is a tf.data Dataset (TensorFlow is only imported where it runs)."""
+    return keras.backend.backend() == "tensorflow" and _tf_dataset_type(data)
+
+
+def _tf_dataset_type(data: object) -> bool:
+    import tensorflow as tf
+
+    return isinstance(data, tf.data.Dataset)
+
+
+def _has_batches(data: object) -> bool:
+    if isinstance(data, Batches):
+        return data.has_batches()
+    if not _is_tf_dataset(data):  # per-worker pipelines: no mid-epoch stops
         return True
-    return any(True for _ in data.take(1))
+    return any(True for _ in data.take(1))  # type: ignore[attr-defined]
 
 
 def fit(
@@ -104,12 +117,18 @@ def fit(
 
 
 def _fit_epoch(
-    model: keras.Model, data: "tf.data.Dataset | tf.distribute.DistributedDataset", epoch: int,
+    model: keras.Model, data: object, epoch: int,
     callbacks: list[keras.callbacks.Callback], display: list[keras.callbacks.Callback],
 ) -> None:  # fmt: skip
-    """One epoch of Keras' fit (numbered `epoch`), the console's callbacks last."""
+    """One epoch of Keras' fit (numbered `epoch`), the console's callbacks last; the loader's
+    batches go in as a generator, with their count when it is known."""
+    steps = None
+    if isinstance(data, Batches):
+        steps = data.known_length()
+        data = iter(data)
     model.fit(
         data,
+        steps_per_epoch=steps,
         initial_epoch=epoch,
         epochs=epoch + 1,
         callbacks=[*callbacks, *display],
@@ -128,13 +147,11 @@ def _display(verbose: str | int, epochs: int) -> list[keras.callbacks.Callback]:
     return [EpochProgbar(epochs), EpochLine(epochs, with_scores=False)]
 
 
-def _build_step_variables(
-    model: keras.Model, data: "tf.data.Dataset | tf.distribute.DistributedDataset"
-) -> None:
+def _build_step_variables(model: keras.Model, data: object) -> None:
     """Create the optimizer's and metrics' variables before the first step: without a
     distribution strategy Keras creates them inside the traced train step, which makes
     TensorFlow trace that step twice (18 s of a 100 s tiny MobileNetV2 run on a 2-core CPU)."""
-    if not isinstance(data, tf.data.Dataset):  # a strategy's pipeline: Keras builds it first
+    if not _is_tf_dataset(data):  # a strategy's pipeline: Keras builds it first; other backends
         return
     scope = getattr(model, "distribute_strategy", None)  # TensorFlow's; other backends: none
     with scope.scope() if scope is not None else contextlib.nullcontext():

@@ -167,3 +167,26 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, frozenset[str]
         elif key.strip() == "flags" and not flags:
             flags = frozenset(value.split())
     return name, flags
+
+
+def peak_device_memory_mib(backend: str) -> float | None:
+    """The most memory the backend's first accelerator has held in this process (MiB), or
+    None on a CPU or where the backend does not say."""
+    facts = device_facts(backend)
+    if facts.kind == "cpu":
+        return None
+    if backend == "jax":
+        import jax
+
+        stats = jax.local_devices()[0].memory_stats() or {}
+        peak = stats.get("peak_bytes_in_use")
+    elif backend == "torch":
+        import torch
+
+        peak = torch.cuda.max_memory_allocated(0)
+    else:
+        import tensorflow as tf
+
+        name = "GPU:0" if facts.kind == "gpu" else "TPU:0"
+        peak = tf.config.experimental.get_memory_info(name).get("peak")
+    return None if peak is None else float(peak) / 2**20
