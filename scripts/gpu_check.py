@@ -84,9 +84,10 @@ def _train(settings: Settings, backend: str, precision: str) -> dict[str, float]
 
     experiment = f"gpu-check-{backend}-{precision}"
     uri = f"sqlite:///{settings.workdir / 'mlflow.db'}"
+    folder = settings.workdir / experiment
     args = [*_recipe(settings, precision), "trainer.epochs=2", "trainer.verbose=2",
             f"tracking.uri={uri}", f"tracking.experiment={experiment}",
-            "tracking.log_model=false", f"hydra.run.dir={settings.workdir / experiment}"]  # fmt: skip
+            "tracking.log_model=false", f"hydra.run.dir={folder}"]  # fmt: skip
     _run(settings, backend, "segexp.train", args, settings.left())
     client = mlflow.MlflowClient(uri)
     run = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])[0]
