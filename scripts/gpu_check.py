@@ -43,6 +43,7 @@ class Settings:
     step_bench: int  # timed steps of the step-alone bench
     budget: float
     workdir: Path
+    precisions: tuple[str, ...]
     dry: bool
     started: float = field(default_factory=time.monotonic)
 
@@ -154,7 +155,7 @@ def check(settings: Settings) -> str:
     backends = _backends()
     for backend in backends:
         notes.append(f"{backend}: device {_device(backend)}")
-        for precision in ("float32", "mixed_bfloat16"):
+        for precision in settings.precisions:
             label = f"| {backend} | {precision} |"
             # a part is started only while a third of the budget or more is left
             if settings.left() < settings.budget / 3 and not settings.dry:
@@ -201,6 +202,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="training steps per epoch")
     parser.add_argument("--backbone", default="resnet50", help="(tests: tiny)")
+    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
     dry = args.dry
@@ -210,6 +212,7 @@ def main() -> None:
         backbone=args.backbone,
         steps=args.steps or (4 if dry else 100), val=8 if dry else 64,
         step_bench=5 if dry else 30, budget=args.budget, workdir=workdir, dry=dry,
+        precisions=tuple(args.precisions.split(",")),
     )  # fmt: skip
     print(f"gpu check: working in {workdir}; budget {settings.budget:.0f} s", flush=True)
     table = check(settings)
