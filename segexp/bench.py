@@ -51,12 +51,8 @@ def main(cfg: DictConfig) -> None:
     from segexp.perf.report import report
 
     figures, ratios, notes = measure(cfg)
-    section = report(cfg, figures, ratios, notes)
-    print(section)
-    if cfg.bench.output:
-        key = f"{cfg.backbone.name}-{cfg.image_size}-{cfg.trainer.batch_size}"
-        write_section(Path(cfg.bench.output), key, section)
-        print(f"written to {cfg.bench.output}")
+    key = f"{cfg.backbone.name}-{cfg.image_size}-{cfg.trainer.batch_size}"
+    _show(cfg, key, report(cfg, figures, ratios, notes))
 
 
 def _steps_only(cfg: DictConfig) -> None:
@@ -73,11 +69,7 @@ def _steps_only(cfg: DictConfig) -> None:
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # memory as it is used
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no-TPU notes
     figures, notes = step_figures(cfg)
-    section = step_report(cfg, figures, notes)
-    print(section)
-    if cfg.bench.output:
-        write_section(Path(cfg.bench.output), section_key(cfg), section)
-        print(f"written to {cfg.bench.output}")
+    _show(cfg, section_key(cfg), step_report(cfg, figures, notes))
 
 
 def _loader_only(cfg: DictConfig) -> None:
@@ -96,10 +88,14 @@ def _loader_only(cfg: DictConfig) -> None:
             "integer >= 1"
         )
     figures, notes = loader_figures(cfg)
-    section = loader_report(cfg, figures, notes)
+    _show(cfg, section_key(cfg), loader_report(cfg, figures, notes))
+
+
+def _show(cfg: DictConfig, key: str, section: str) -> None:
+    """Print the report's section and write it under `key` into bench.output (if set)."""
     print(section)
     if cfg.bench.output:
-        write_section(Path(cfg.bench.output), section_key(cfg), section)
+        write_section(Path(cfg.bench.output), key, section)
         print(f"written to {cfg.bench.output}")
 
 
