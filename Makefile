@@ -1,11 +1,13 @@
 # segexp's two commands. Each creates .venv on first use and installs what it needs.
 #   make train [ARGS="backbone=mobilenetv2 trainer.epochs=3"]   default training, logged to ./mlflow.db
+#   make train BACKEND=jax VENV=.venv-jax                         the same on JAX, no TensorFlow
 #   make test  [PYTEST_ARGS="-m 'not slow'"]                     lint and the whole test suite
 #   make mutation                                                 mutation testing (docs/testing.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
+BACKEND ?= tensorflow
 PYTEST_ARGS ?=
 
 .PHONY: train test lint mutation clean
@@ -14,16 +16,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[tensorflow]'
+$(VENV)/.runtime-$(BACKEND)-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[$(BACKEND)]'
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-train: $(VENV)/.runtime-installed
-	$(BIN)/python -m segexp.train $(ARGS)
+train: $(VENV)/.runtime-$(BACKEND)-installed
+	KERAS_BACKEND=$(BACKEND) $(BIN)/python -m segexp.train $(ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check segexp tests

@@ -23,18 +23,20 @@ from segexp.perf.report import write_section
 def main(cfg: DictConfig) -> None:
     """Hydra task: measure the composed config, print the table, write the report."""
     validate_config(cfg)
-    if cfg.bench.mode not in ("full", "steps", "loader"):
+    if cfg.bench.mode not in ("full", "steps", "loader", "epochs"):
         raise ConfigError(
-            f"bench.mode={cfg.bench.mode!r} is not allowed: must be full, steps or loader"
+            f"bench.mode={cfg.bench.mode!r} is not allowed: must be full, steps, loader or epochs"
         )
     backend = keras_backend()
-    if cfg.bench.mode == "full" and backend != "tensorflow":
+    if cfg.bench.mode in ("full", "epochs") and backend != "tensorflow":
         raise ConfigError(
-            f"bench.mode=full is not allowed under KERAS_BACKEND={backend}: its FLOPs, matmul "
-            "and keras.io-way rows are TensorFlow's; use bench.mode=steps (the training step "
-            "on this backend)"
+            f"bench.mode={cfg.bench.mode} is not allowed under KERAS_BACKEND={backend}: its "
+            "FLOPs, matmul and keras.io-way rows are TensorFlow's; use bench.mode=steps (the "
+            "training step on this backend)"
         )
-    for key, least in (("steps", 1), ("warmup", 1), ("repeats", 1), ("matmul_size", 64)):
+    limits = (("steps", 1), ("warmup", 1), ("repeats", 1), ("matmul_size", 64), ("rounds", 1),
+              ("epochs", 2))  # fmt: skip
+    for key, least in limits:
         value = cfg.bench[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ConfigError(
@@ -45,6 +47,9 @@ def main(cfg: DictConfig) -> None:
         return
     if cfg.bench.mode == "loader":  # the input pipeline alone, no backend
         _loader_only(cfg)
+        return
+    if cfg.bench.mode == "epochs":  # segexp.train against the keras.io way, whole epochs
+        _epochs(cfg)
         return
     start_backend(bool(cfg.get("verbose", False)))
     from segexp.perf.measure import measure
@@ -89,6 +94,21 @@ def _loader_only(cfg: DictConfig) -> None:
         )
     figures, notes = loader_figures(cfg)
     _show(cfg, section_key(cfg), loader_report(cfg, figures, notes))
+
+
+def _epochs(cfg: DictConfig) -> None:
+    """bench.mode=epochs: whole epochs in interleaved rounds (segexp.perf.epochs)."""
+    baseline = cfg.bench.baseline
+    if baseline and not (Path(baseline) / "segexp" / "train.py").is_file():
+        raise ConfigError(
+            f"bench.baseline={baseline!r} is not allowed: must be a segexp checkout (a folder "
+            "holding segexp/train.py), e.g. `git worktree add /tmp/base <commit>`"
+        )
+    start_backend(bool(cfg.get("verbose", False)))
+    from segexp.perf.epochs import epoch_rounds, epochs_report, section_key
+
+    rounds, orders, onednn = epoch_rounds(cfg)
+    _show(cfg, section_key(cfg), epochs_report(cfg, rounds, orders, onednn))
 
 
 def _show(cfg: DictConfig, key: str, section: str) -> None:

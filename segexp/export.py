@@ -61,7 +61,8 @@ def export(cfg: DictConfig) -> Path:
 
     mlflow.set_tracking_uri(resolve_tracking_uri(cfg.tracking.uri, Path.cwd()))
     loaded = load_model(str(cfg.model))
-    _write(loaded.keras_model, cfg.format, output, bool(cfg.get("verbose", False)))
+    _write(loaded.keras_model, cfg.format, output, bool(cfg.get("verbose", False)),
+           _trained_size(cfg, loaded))  # fmt: skip
     print(f"wrote {cfg.format} model to {output}")
     try:
         parity = _parity(cfg, loaded, output)
@@ -82,15 +83,28 @@ def export(cfg: DictConfig) -> Path:
     return output
 
 
-def _write(model: object, fmt: str, output: Path, verbose: bool) -> None:
+def _trained_size(cfg: DictConfig, loaded: object) -> int:
+    """The image size the model was trained at (the command line's image_size if it sets one)."""
+    from segexp.evaluate import data_config
+
+    return data_config(cfg, loaded)[1]
+
+
+def _write(model: object, fmt: str, output: Path, verbose: bool, size: int) -> None:
     """Write `model` as `fmt` (Keras' own saving and exporters; their chatter kept off the
-    console unless `verbose`)."""
+    console unless `verbose`). Under PyTorch, Keras' ONNX exporter traces one fixed input
+    shape, so the file takes one image of `size` x `size` at a time."""
     import contextlib
     import io
 
+    import keras
     import numpy as np
 
     from segexp import console
+
+    options = {}
+    if fmt == "onnx" and keras.backend.backend() == "torch":
+        options["input_signature"] = [keras.InputSpec(shape=(1, size, size, 3), dtype="float32")]
 
     chatter = io.StringIO()
     try:
@@ -99,15 +113,15 @@ def _write(model: object, fmt: str, output: Path, verbose: bool) -> None:
                 model.save(output)
             else:
                 model(np.zeros((1, 64, 64, 3), np.float32))  # the ONNX exporter wants one call
-                model.export(str(output), format=EXPORTERS[fmt], verbose=False)
+                model.export(str(output), format=EXPORTERS[fmt], verbose=False, **options)
     except OSError as err:  # e.g. the disk filled up while writing
         _remove(output)
         raise SegexpError(f"output={output} cannot be written: {_reason(err)}") from None
     except ImportError as err:  # a converter of the export extra is missing
         _remove(output)
-        raise SegexpError(
-            f"format={fmt} needs {err.name or err}: pip install -e '.[export]'"
-        ) from None
+        extra = "export-torch" if keras.backend.backend() == "torch" else "export"
+        needs = err.name or err
+        raise SegexpError(f"format={fmt} needs {needs}: pip install -e '.[{extra}]'") from None
     if verbose:
         print(chatter.getvalue(), end="")
 

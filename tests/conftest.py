@@ -75,6 +75,28 @@ def run_segexp(
     )
 
 
+def backend_env(backend: str, fault: str | None = None, devices: int = 1) -> dict[str, str]:
+    """The environment of a segexp subprocess on `backend` (with SEGEXP_FAULT and that many JAX
+    CPU devices), without the outer MLFLOW_TRACKING_URI."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "SEGEXP_FAULT", "XLA_FLAGS")}  # fmt: skip
+    env.update(KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    if fault:
+        env["SEGEXP_FAULT"] = fault
+    if devices > 1:  # JAX then sees that many CPU devices
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+# `python -c WITHOUT_TENSORFLOW segexp.<command> args...`: the command with TensorFlow unimportable
+WITHOUT_TENSORFLOW = """
+import runpy, sys
+sys.modules["tensorflow"] = None  # an import of TensorFlow now fails
+command = sys.argv[1]
+sys.argv = [command, *sys.argv[2:]]
+runpy.run_module(command, run_name="__main__")
+"""
+
 # A tiny but complete run: 64 px, the tiny backbone (8 convolutions, traced in seconds) with a
 # 16-filter ASPP, 8 train / 4 val images.
 TINY_EPOCHS = 2

@@ -270,6 +270,39 @@ def test_export_writes_a_model_its_runtime_runs_like_keras(tiny_run, tmp_path, f
     )  # the run's last epoch, scored by training's own evaluator
 
 
+@pytest.mark.slow
+def test_onnx_export_under_torch_without_tensorflow_runs_like_keras(tiny_run, tmp_path):
+    """KERAS_BACKEND=torch, TensorFlow unimportable: Keras' exporter (torch.onnx) writes a file
+    of one fixed shape, one image at the trained size; it passes the parity check on the val
+    split and gives Keras' logits; another size is refused in one line naming the size."""
+    from segexp.errors import SegexpError
+    from segexp.inference.runtimes import onnx_logits
+    from tests.conftest import WITHOUT_TENSORFLOW, backend_env
+
+    client, run_id = _run_id(tiny_run)
+    target = tmp_path / "torch.onnx"
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, "segexp.export", f"model={run_id}",
+         "format=onnx", f"output={target}", f"hydra.run.dir={tmp_path / 'h'}"],
+        cwd=tiny_run.workdir, env=backend_env("torch"), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "parity of onnx on 4 val images: largest |logit difference|" in done.stdout
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 64, 64, 3]
+    from segexp.models import load_keras
+
+    images = np.random.default_rng(2).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
+    reference = np.asarray(load_keras(tiny_run.output_dir / "checkpoints" / "last.keras")(images))
+    logits = onnx_logits(target)(images)  # three images, one at a time
+    assert logits.shape == (3, 64, 64, 20)
+    assert np.abs(logits - reference).max() < 1e-3
+    with pytest.raises(SegexpError, match=r"takes images of 64x64 .*, not 64x96$"):
+        onnx_logits(target)(images[:, :, :64].repeat(2, axis=2)[:, :, :96])
+
+
 def test_an_export_that_fails_its_parity_check_is_an_error_not_a_file(tiny_run, tmp_path):
     _, run_id = _run_id(tiny_run)
     target = tmp_path / "strict.onnx"

@@ -101,10 +101,13 @@ def _check_scores(c: Checker, keys: tuple[str, ...]) -> None:
         )
     if "format" in keys:
         fmt = c.check("format", lambda v: v in EXPORT_FORMATS, one_of(EXPORT_FORMATS))
-        if fmt in EXPORT_FORMATS and fmt != "keras" and keras_backend() != "tensorflow":
-            c.fail("format", fmt, f"must be keras under KERAS_BACKEND={keras_backend()}: the "
-                   "other formats are written by TensorFlow; export from a TensorFlow process "
-                   "(the .keras checkpoint is the same on every backend)")  # fmt: skip
+        backend = keras_backend()
+        by_backend = {"tensorflow": EXPORT_FORMATS, "torch": ("keras", "onnx")}
+        allowed = by_backend.get(backend, ("keras",))
+        if fmt in EXPORT_FORMATS and fmt not in allowed:
+            c.fail("format", fmt, f"must be {' or '.join(allowed)} under KERAS_BACKEND={backend}: "
+                   "the other formats are written by TensorFlow; export from a TensorFlow "
+                   "process (the .keras checkpoint is the same on every backend)")  # fmt: skip
     if "parity" in keys:
         for key in ("parity.max_logit_diff", "parity.max_mean_iou_change"):
             c.check(key, lambda v: is_number(v) and v >= 0, "must be a number >= 0")

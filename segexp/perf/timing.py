@@ -12,17 +12,6 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def fit_rate(
-    model: object, data_for: Callable[[], object], warmup: int, steps: int, repeats: int,
-    batch: int,
-) -> list[float]:  # fmt: skip
-    """Images/s of `model.fit` over `steps` batches of `data_for()`, `repeats` times, after a
-    fit over `warmup` batches (which traces fit's own step function)."""
-    model.fit(data_for().take(warmup), verbose=0)
-    return [steps * batch / timed(lambda: model.fit(data_for().take(steps), verbose=0))
-            for _ in range(repeats)]  # fmt: skip
-
-
 def reference_batches(split: object, image_size: int, batch_size: int) -> object:
     """The keras.io example's input pipeline: decode, bilinear resize of image and mask,
     batch; no shuffle, no prefetch, no cache."""
