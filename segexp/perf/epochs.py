@@ -63,11 +63,12 @@ def _run_segexp(cwd: Path, folder: Path, overrides: list[str], epochs: int, imag
     if done.returncode != 0:
         raise SegexpError(f"the timed segexp.train in {cwd} failed: {done.stderr.strip()[-1500:]}")
     client = MlflowClient(uri)
-    run_id = client.search_runs([client.get_experiment_by_name("bench").experiment_id])[0]
-    history = lambda key: client.get_metric_history(run_id.info.run_id, key)  # noqa: E731
-    ends = sorted((m.step, m.timestamp) for m in history("val/mean_iou"))
+    run = client.search_runs([client.get_experiment_by_name("bench").experiment_id])[0]
+    ends = sorted((m.step, m.timestamp)
+                  for m in client.get_metric_history(run.info.run_id, "val/mean_iou"))  # fmt: skip
     whole = (epochs - 1) * images / ((ends[-1][1] - ends[0][1]) / 1000)
-    rates = [m.value * batch for m in history("perf/steps_per_s") if m.step > 1]
+    steps_per_s = client.get_metric_history(run.info.run_id, "perf/steps_per_s")
+    rates = [m.value * batch for m in steps_per_s if m.step > 1]
     return Timing(whole, statistics.harmonic_mean(rates) if rates else None)
 
 

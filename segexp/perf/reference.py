@@ -8,14 +8,13 @@ import os
 import sys
 import time
 
+import keras
 from omegaconf import OmegaConf
 
 from segexp.perf.timing import reference_batches
 
 
 def main(config_path: str, epochs: int) -> None:
-    import keras
-
     from segexp.data.load import class_histograms, load_dataset
     from segexp.data.samples import FileProblems
     from segexp.training.build import build_compiled_model
@@ -43,13 +42,7 @@ def main(config_path: str, epochs: int) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def _clock_base() -> type:
-    import keras
-
-    return keras.callbacks.Callback
-
-
-class EpochClock(_clock_base()):
+class EpochClock(keras.callbacks.Callback):
     """Each epoch's end (perf_counter seconds) and the seconds of its training phase (from the
     epoch's start to its validation's start)."""
 
