@@ -25,8 +25,8 @@ class Bug:
 
 BUGS = (
     Bug("best.keras holds the last epoch's weights", "segexp/training/checkpoints.py",
-        "    if best:\n        _save_model(model, folder / BEST_FILE)",
-        "    _save_model(model, folder / BEST_FILE)",
+        "    if best and keep in (\"best\", \"best_and_last\"):\n        _save_model(model, folder / BEST_FILE)",
+        "    if keep in (\"best\", \"best_and_last\"):\n        _save_model(model, folder / BEST_FILE)",
         ("tests/test_schedules.py::test_best_checkpoint_holds_the_best_epochs_weights_and_last_the_last",)),
     Bug("the evaluation pipeline applies training augmentation (tf.data)", "segexp/data/pipeline.py",
         "augment = augment if training and augment is not None",

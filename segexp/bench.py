@@ -17,15 +17,18 @@ from segexp.config.backends import keras_backend
 from segexp.errors import ConfigError
 from segexp.perf.report import write_section
 
+MODES = ("full", "steps", "loader", "epochs", "pruning", "workers")
+
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="bench")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     """Hydra task: measure the composed config, print the table, write the report."""
     validate_config(cfg)
-    if cfg.bench.mode not in ("full", "steps", "loader", "epochs"):
+    if cfg.bench.mode not in MODES:
         raise ConfigError(
-            f"bench.mode={cfg.bench.mode!r} is not allowed: must be full, steps, loader or epochs"
+            f"bench.mode={cfg.bench.mode!r} is not allowed: must be {', '.join(MODES[:-1])} or "
+            f"{MODES[-1]}"
         )
     backend = keras_backend()
     if cfg.bench.mode in ("full", "epochs") and backend != "tensorflow":
@@ -35,7 +38,7 @@ def main(cfg: DictConfig) -> None:
             "training step on this backend)"
         )
     limits = (("steps", 1), ("warmup", 1), ("repeats", 1), ("matmul_size", 64), ("rounds", 1),
-              ("epochs", 2))  # fmt: skip
+              ("epochs", 2), ("trials", 2), ("seeds", 2), ("long_epochs", 2))  # fmt: skip
     for key, least in limits:
         value = cfg.bench[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
@@ -50,6 +53,9 @@ def main(cfg: DictConfig) -> None:
         return
     if cfg.bench.mode == "epochs":  # segexp.train against the keras.io way, whole epochs
         _epochs(cfg)
+        return
+    if cfg.bench.mode in ("pruning", "workers"):  # whole sweeps, each a segexp.train process
+        _sweeps(cfg)
         return
     start_backend(bool(cfg.get("verbose", False)))
     from segexp.perf.measure import measure
@@ -109,6 +115,25 @@ def _epochs(cfg: DictConfig) -> None:
 
     rounds, orders, onednn = epoch_rounds(cfg)
     _show(cfg, section_key(cfg), epochs_report(cfg, rounds, orders, onednn))
+
+
+def _sweeps(cfg: DictConfig) -> None:
+    """bench.mode=pruning or workers: Optuna searches as a user runs them (segexp.perf.sweeps)."""
+    from segexp.perf import sweeps
+
+    key = f"{cfg.bench.mode}-{cfg.backbone.name}-{cfg.image_size}"
+    known = sorted(p.stem for p in (CONFIG_DIR / "hydra" / "sweeper" / "pruner").glob("*.yaml"))
+    pruners = list(cfg.bench.pruners or [])
+    if len(pruners) < 2 or any(p not in known for p in pruners):
+        raise ConfigError(
+            f"bench.pruners={pruners!r} is not allowed: must list at least two of "
+            f"{', '.join(known)} (the first is the reference)"
+        )
+    if cfg.bench.mode == "pruning":
+        arms, noise = sweeps.pruning_figures(cfg)
+        _show(cfg, key, sweeps.pruning_report(cfg, arms, noise))
+    else:
+        _show(cfg, key, sweeps.workers_report(cfg, sweeps.workers_figures(cfg)))
 
 
 def _show(cfg: DictConfig, key: str, section: str) -> None:

@@ -20,6 +20,7 @@ from segexp.config.overrides import (
     extra_config_dirs,
 )
 from segexp.errors import SegexpError
+from segexp.secrets import redact, redact_console, remember
 
 console.quiet_by_default()  # before MLflow or TensorFlow is imported
 
@@ -66,8 +67,8 @@ def start_backend(verbose: bool = False) -> None:
 
 
 def error_lines(err: SegexpError) -> str:
-    """One 'error: ...' line per problem."""
-    return "\n".join(f"error: {line}" for line in str(err).splitlines())
+    """One 'error: ...' line per problem (store passwords redacted)."""
+    return "\n".join(f"error: {redact(line)}" for line in str(err).splitlines())
 
 
 def one_line_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -118,6 +119,9 @@ def run_app(main: Callable[[], object], config_name: str) -> None:
     line, then hand over to the Hydra app `main` (composed from conf/<config_name>.yaml). With
     --config-path (another primary config folder) Hydra checks alone."""
     args = sys.argv[1:]
+    redact_console()  # no password of a store URL reaches the console or the job log
+    for arg in args:  # URLs as given, with their credentials (resume reads redacted copies)
+        remember(arg.split("=", 1)[1] if "=" in arg else None)
     kinds = {"-m": "-m", "--multirun": "-m", "--cfg": "--cfg", "-c": "--cfg", "--info": "--info",
              "-i": "--info"}  # fmt: skip
     modes = [a for a in args if a in kinds]

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from segexp.secrets import redact
+
 # Native lines TensorFlow's C++ runtime writes to file descriptor 2 while it loads and probes
 # devices: absl's preamble, info and warning lines, and the CUDA probe's error on a machine
 # without a GPU driver. Other error lines (a broken CUDA library on a GPU machine) are kept.
@@ -97,7 +99,7 @@ class _Tee:
         self.pending += text
         if "\n" in self.pending:
             complete, self.pending = self.pending.rsplit("\n", 1)
-            self.log.write(plain(complete) + "\n")
+            self.log.write(redact(plain(complete)) + "\n")
             self.log.flush()
         return len(text)
 
@@ -108,7 +110,7 @@ class _Tee:
         """Write out a partial last line and stop copying to the log."""
         if self.log is not None and not self.log.closed:
             if self.pending:
-                self.log.write(plain(self.pending) + "\n")
+                self.log.write(redact(plain(self.pending)) + "\n")
             self.log.flush()
         self.log, self.pending = None, ""
 

@@ -1,6 +1,8 @@
 """Errors that segexp reports to the user as one line, without a traceback, and the stop a
 signal causes (a leaf: every package may import it)."""
 
+from collections.abc import Callable
+
 
 class SegexpError(Exception):
     """A problem with the user's input (config, files, services) that the user can fix."""
@@ -13,9 +15,16 @@ class ConfigError(SegexpError):
 class Interrupted(Exception):
     """Training stopped on a signal after saving its state; `exit_code` is 128 + the signal."""
 
-    def __init__(self, signal_name: str, exit_code: int, where: str) -> None:
+    def __init__(
+        self,
+        signal_name: str,
+        exit_code: int,
+        where: str,
+        requeue: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(f"{signal_name}: training stopped {where}")
         self.signal_name, self.exit_code, self.where = signal_name, exit_code, where
+        self.requeue = requeue  # a SLURM job's pre-timeout/preemption signal: requeue the job
 
 
 def signal_behind(err: BaseException | None) -> BaseException | None:

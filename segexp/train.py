@@ -9,12 +9,14 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from segexp.cli import console_kept_in_job_log, error_lines, run_app, start_backend
 from segexp.config import CONFIG_DIR, validate_config
 from segexp.config.warnings import config_warnings
 from segexp.errors import SegexpError, caused_by_signal, signal_behind
+from segexp.secrets import redact_console, scrub_file, scrub_folder
 from segexp.tracking.run_folder import resume_command
 from segexp.tracking.store import check_store, resolve_tracking_uri
 from segexp.tracking.sweep import parent_run_id
@@ -147,7 +149,8 @@ def train(cfg: DictConfig) -> float:
 
 
 def _stopped(stop: BaseException, output_dir: Path) -> int:
-    """Say where a signal stopped the command; returns the exit code (128 + the signal)."""
+    """Say where a signal stopped the command; returns the exit code (128 + the signal). Under
+    submitit, its requeue signal hands over to submitit, which requeues the job and exits."""
     from segexp.errors import Interrupted
     from segexp.tracking.run_folder import RUN_FILE, TRACKING_DIR
 
@@ -168,12 +171,18 @@ def _stopped(stop: BaseException, output_dir: Path) -> int:
     else:
         print(f"\nsegexp: {text}; no MLflow run was opened yet, nothing was logged",
               file=sys.stderr)  # fmt: skip
+    requeue = getattr(stop, "requeue", None)
+    if requeue is not None:  # SLURM's pre-timeout or preemption signal, under submitit
+        print("segexp: submitit requeues this job; it continues the run from its state",
+              file=sys.stderr, flush=True)  # fmt: skip
+        requeue()  # (exits)
     return code
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra task: train one configuration; the returned float is what a sweeper optimizes."""
+    _scrub_hydra_files()
     parent = parent_run_id()
     with console_kept_in_job_log():
         try:
@@ -188,6 +197,17 @@ def main(cfg: DictConfig) -> float:
         finally:
             if parent is not None and "keras" in sys.modules:  # release TensorFlow state per job
                 sys.modules["keras"].backend.clear_session()
+
+
+def _scrub_hydra_files() -> None:
+    """Redact store passwords in what Hydra wrote for this job (.hydra/, and a sweep's
+    multirun.yaml) and in everything this process prints or logs from now on (a job in a
+    launcher's worker process never passed through segexp's command line)."""
+    redact_console()
+    hydra = HydraConfig.get()
+    scrub_folder(Path(hydra.runtime.output_dir) / ".hydra")
+    if hydra.mode == RunMode.MULTIRUN:
+        scrub_file(Path(hydra.sweep.dir) / "multirun.yaml")
 
 
 def _record_failed_job(cfg: DictConfig, parent: str, error: str) -> None:

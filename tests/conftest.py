@@ -156,3 +156,20 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> TinyRu
     process = subprocess.CompletedProcess(args, **json.loads(record.read_text()))
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-5000:]
     return TinyRun(workdir, output_dir, f"sqlite:///{workdir / 'mlflow.db'}", process)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for this test session (tests.helpers.postgres): each test
+    creates its own databases on it. Skips without PostgreSQL's binaries, except in CI."""
+    from tests.helpers import postgres as pg
+
+    if pg.binaries() is None:
+        if os.environ.get(pg.REQUIRE_ENV):
+            pytest.fail("PostgreSQL's binaries (initdb) are missing: .ci/run installs them")
+        pytest.skip("no PostgreSQL binaries here (apt-get install postgresql)")
+    server = pg.start_server()
+    try:
+        yield server
+    finally:
+        pg.remove(server)

@@ -224,6 +224,7 @@ def test_saved_model_scores_the_same_with_moving_and_batch_statistics(tmp_path):
             "train", "dataset=folder", f"dataset.root={tmp_path / 'data'}",
             "dataset.num_classes=3", "backbone=tiny", "image_size=32", "aspp.filters=16",
             "trainer.epochs=3", "trainer.verbose=0", "optimizer.learning_rate=0.01",
+            "trainer.checkpoints=last",
             f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / name}", *extra,
         )  # fmt: skip
         job = prepare_job(cfg, workers_of("auto"))

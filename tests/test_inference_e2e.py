@@ -87,7 +87,7 @@ def test_evaluate_adds_boundary_calibration_and_size_scores_from_the_same_pass(e
 
 
 def test_evaluate_a_checkpoint_path_logs_into_a_new_run(tiny_run, tmp_path):
-    checkpoint = tiny_run.output_dir / "checkpoints" / "last.keras"
+    checkpoint = tiny_run.output_dir / "checkpoints" / "best.keras"
     done = run_command(
         "evaluate",
         [
@@ -201,7 +201,7 @@ def test_calibrate_fits_a_temperature_that_the_calibrated_model_applies(
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/calibrated", dst_path=str(tmp_path / "m"))
     image = np.random.default_rng(3).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
     confidence = model.predict(image, params={"output": "confidence"})
-    logits = np.asarray(load_keras(tiny_run.output_dir / "checkpoints" / "last.keras")(
+    logits = np.asarray(load_keras(tiny_run.output_dir / "checkpoints" / "best.keras")(
         image.astype(np.float32)), np.float64) / temperature  # fmt: skip
     expected = np.exp(logits - logits.max(-1, keepdims=True))
     expected = (expected / expected.sum(-1, keepdims=True)).max(-1)
@@ -256,7 +256,7 @@ def test_export_writes_a_model_its_runtime_runs_like_keras(tiny_run, tmp_path, f
     from segexp.models import load_keras
 
     image = np.random.default_rng(1).uniform(0, 255, (1, 64, 96, 3)).astype(np.float32)
-    reference = np.asarray(load_keras(tiny_run.output_dir / "checkpoints" / "last.keras")(image))
+    reference = np.asarray(load_keras(tiny_run.output_dir / "checkpoints" / "best.keras")(image))
     logits = _runtime_logits(fmt, target, image)
     assert logits.shape == (1, 64, 96, 20)
     assert np.abs(logits - reference).max() < 1e-3
@@ -295,7 +295,7 @@ def test_onnx_export_under_torch_without_tensorflow_runs_like_keras(tiny_run, tm
     from segexp.models import load_keras
 
     images = np.random.default_rng(2).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
-    reference = np.asarray(load_keras(tiny_run.output_dir / "checkpoints" / "last.keras")(images))
+    reference = np.asarray(load_keras(tiny_run.output_dir / "checkpoints" / "best.keras")(images))
     logits = onnx_logits(target)(images)  # three images, one at a time
     assert logits.shape == (3, 64, 64, 20)
     assert np.abs(logits - reference).max() < 1e-3

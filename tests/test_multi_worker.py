@@ -77,7 +77,7 @@ def test_two_workers_on_localhost_train_one_run_like_one_process(tiny_data, tmp_
     assert [s for s, _ in _history(client, run.info.run_id, "val/mean_iou")] == [1, 2]
 
     chief, other = tmp_path / "out0", tmp_path / "out1"
-    for name in ("best.keras", "last.keras", "train_state.npz"):
+    for name in ("best.keras", "train_state.npz"):  # trainer.checkpoints=best
         assert (chief / "checkpoints" / name).is_file()
     assert not (other / "checkpoints").exists() and not (other / "tracking").exists()
     assert list((tmp_path / "tmp1").iterdir()) == []  # worker 1's scratch checkpoints are gone

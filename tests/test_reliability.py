@@ -344,9 +344,9 @@ def test_tracking_server_down_for_an_epoch_loses_nothing(tmp_path):
         assert steps == sorted([1, 2, 3] * 4)
         assert client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"learning_curves.png", "checkpoints", "config", "data", ".hydra"} <= artifacts
+        assert {"learning_curves.png", "config", "data", ".hydra"} <= artifacts
         models = client.search_logged_models([run.info.experiment_id])
-        assert sorted(m.name for m in models) == ["best", "model"]
+        assert sorted(m.name for m in models) == ["model"]
         assert not list((run_dir / "tracking" / "outbox").glob("*.json"))
     finally:
         os.killpg(server.pid, signal.SIGKILL)

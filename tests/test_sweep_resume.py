@@ -1,8 +1,7 @@
 """A sweep run again in its folder: the parent is re-used, FINISHED jobs are skipped (their
-result read back from MLflow), the interrupted job resumes from its state, the rest run; an
-Optuna search replays its finished trials and goes on."""
+result read back from MLflow), the interrupted job resumes from its state, the rest run. (An
+Optuna search keeps its trials in its study instead: tests/test_optuna_sweep.py.)"""
 
-import json
 import os
 import signal
 import subprocess
@@ -158,47 +157,3 @@ def test_a_sweep_stopped_in_job_3_and_run_again_skips_1_and_2_and_resumes_3(tmp_
 
     assert data_differences(list(kids.values())) == []
     assert all(read(r) for read in FACTS.values() for r in kids.values())
-
-
-@pytest.mark.slow
-def test_an_optuna_search_stopped_after_3_of_6_trials_ends_with_6(tmp_path, tiny_data):
-    dropped = ("tracking.experiment", "backbone=", "trainer.epochs")
-    base = [a for a in TINY_ARGS if not a.startswith(dropped)]
-    command = ["-m", "hparams_search=deeplab_optuna", "hydra.sweeper.n_trials=6",
-               "hydra.sweeper.params.backbone='choice(tiny)'", "trainer.epochs=1", *base,
-               "tracking.log_model=false", "tracking.experiment=optuna",
-               f"paths.data_dir={tiny_data}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
-    first = _train(tmp_path, tiny_data, command,
-                   {"SEGEXP_FAULT": "sigterm_at_step:1", "SEGEXP_FAULT_JOB": "3"})  # fmt: skip
-    assert first.returncode == 128 + signal.SIGTERM, first.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    _, kids, _ = _kids(client, "optuna")
-    done = {k: r for k, r in kids.items() if r.info.status == "FINISHED"}
-    assert sorted(done) == ["0", "1", "2"] and kids["3"].info.status == "KILLED"
-    names = {k: r.info.run_name for k, r in kids.items()}
-
-    again = _train(tmp_path, tiny_data, [f"resume={tmp_path / 'sweep'}"])
-    assert again.returncode == 0, again.stderr[-3000:]
-    parent, kids, runs = _kids(client, "optuna")
-    assert len(runs) == 7 and all(r.info.status == "FINISHED" for r in kids.values())
-    assert sorted(kids) == ["0", "1", "2", "3", "4", "5"]
-    for job, run in done.items():  # read back, not retrained
-        assert (kids[job].info.run_id, kids[job].info.end_time) == (
-            run.info.run_id, run.info.end_time,
-        )  # fmt: skip
-        assert f"sweep job #{job} FINISHED earlier" in again.stdout
-    # the seeded sampler, told the same values, asks for the same trials again
-    assert {k: kids[k].info.run_name for k in names} == names
-    bests = {k: max(m.value for m in client.get_metric_history(r.info.run_id, "val/mean_iou"))
-             for k, r in kids.items()}  # fmt: skip
-    results = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
-    assert results["best_value"] == pytest.approx(max(bests.values()), abs=1e-9)
-    assert parent.data.metrics["best/value"] == pytest.approx(max(bests.values()), abs=1e-9)
-    assert {"best.optimizer", "best.optimizer.learning_rate", "best.aspp"} <= set(
-        parent.data.params
-    )
-    assert all("optimizer.learning_rate=" in r.info.run_name for r in kids.values())
-    assert not any("image_size=" in r.info.run_name for r in kids.values())
-    assert json.loads((tmp_path / "sweep" / "sweep_keys.json").read_text())[0] == (
-        "optimizer.learning_rate"
-    )

@@ -104,7 +104,7 @@ def test_system_metrics_are_sampled_through_the_run(logged):
     assert all(span[0] <= m.timestamp <= span[1] for m in cpu), "while the run ran"
 
 
-def test_the_best_and_last_checkpoints_are_logged_models_with_their_epochs_val_metrics(logged):
+def test_the_best_checkpoint_is_the_one_logged_model_with_its_epochs_val_metrics(logged):
     client, run = logged
     run_id = run.info.run_id
     history = {
@@ -119,9 +119,8 @@ def test_the_best_and_last_checkpoints_are_logged_models_with_their_epochs_val_m
         order_by=[{"field_name": "metrics.val/mean_iou", "ascending": False}],
     )
     models = {m.name: m for m in found}
-    assert sorted(models) == ["best", "model"]  # the best checkpoint's, the last one's
-    assert found[0].name == "best" or ious[TINY_EPOCHS] == ious[best_epoch]
-    for name, epoch in (("best", best_epoch), ("model", TINY_EPOCHS)):
+    assert sorted(models) == ["model"]  # one copy: the best checkpoint (trainer.checkpoints=best)
+    for name, epoch in (("model", best_epoch),):
         # MLflow links the run's step-0 metrics (the baseline) itself; segexp those of the epoch
         assert {m.step for m in models[name].metrics} - {0} == {epoch}, name
         linked = {m.key: m for m in models[name].metrics if m.step == epoch}
@@ -185,15 +184,19 @@ def test_figures_checkpoint_and_hydra_folder_are_logged(logged):
         "learning_curves.png",
         "val_predictions.png",
         "class_iou.png",
-        "checkpoints/best.keras",
         "train.log",
         ".hydra/config.yaml",
         ".hydra/overrides.yaml",
         ".hydra/hydra.yaml",
     } <= artifacts
+    assert not any(a.endswith(".keras") for a in artifacts)  # the logged model is the one copy
 
 
 def test_checkpoints_stay_in_the_output_folder_and_best_one_loads(tiny_run):
+    import io
+    import zipfile
+
+    import h5py
     import keras
 
     import segexp.evaluation.metrics  # noqa: F401
@@ -201,9 +204,13 @@ def test_checkpoints_stay_in_the_output_folder_and_best_one_loads(tiny_run):
     import segexp.training.losses  # noqa: F401  (registers the loss, metric and layers for loading)
 
     checkpoints = tiny_run.output_dir / "checkpoints"
-    assert (checkpoints / "last.keras").is_file()
+    # trainer.checkpoints=best: best.keras and the training state, no last.keras
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.keras", "train_state.npz"]
     model = keras.saving.load_model(checkpoints / "best.keras")
     assert model(np.zeros((1, 64, 64, 3), np.float32)).shape == (1, 64, 64, 20)
+    with zipfile.ZipFile(checkpoints / "best.keras") as saved:  # resume reads train_state.npz
+        weights = h5py.File(io.BytesIO(saved.read("model.weights.h5")))
+        assert "optimizer" not in weights and "layers" in weights  # no optimizer variables
 
 
 def test_a_checkpoint_loads_in_a_fresh_python_with_the_documented_one_liner(tiny_run):
@@ -214,7 +221,7 @@ def test_a_checkpoint_loads_in_a_fresh_python_with_the_documented_one_liner(tiny
         "import sys; from segexp.models import load_keras; "
         "model = load_keras(sys.argv[1]); print(model.output_shape)"
     )
-    path = tiny_run.output_dir / "checkpoints" / "last.keras"
+    path = tiny_run.output_dir / "checkpoints" / "best.keras"
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "(None, None, None, 20)"  # 20 synthetic classes

@@ -12,6 +12,9 @@ VAL_METRICS = ("loss", "pixel_accuracy", "mean_iou", "mean_accuracy", "mean_dice
 TRAIN_METRICS = ("loss", "pixel_accuracy", "mean_iou")  # train/<name>
 TTA_MODES = ("whole", "slide")  # segexp.inference.predictor: one pass, or a sliding window
 EXPORT_FORMATS = ("keras", "saved_model", "onnx", "litert")  # segexp.export
+# trainer.checkpoints: the model files an epoch end writes (segexp.training.checkpoints; the
+# training state, which resume reads, is written whatever it says)
+CHECKPOINT_CHOICES = ("best", "last", "best_and_last")
 # The paper's ASPP rates for an output stride: 6/12/18 at 16, doubled at 8 (${aspp_rates:16}).
 STANDARD_RATES = {16: [6, 12, 18], 8: [12, 24, 36]}
 

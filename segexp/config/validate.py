@@ -10,6 +10,7 @@ from segexp.config.checker import Checker, get, is_int, is_number
 from segexp.config.choices import (
     AUGMENT_RECIPES,
     CACHE_MODES,
+    CHECKPOINT_CHOICES,
     GENERATED_DATASETS,
     PRECISIONS,
     SCHEDULE_KINDS,
@@ -225,6 +226,8 @@ def _check_recipe(c: Checker, num_classes: object) -> None:
     )
     c.check("trainer.best.monitor", lambda v: v in metrics, allowed)
     c.check("trainer.best.mode", lambda v: v in ("max", "min"), "must be max or min")
+    keep = CHECKPOINT_CHOICES
+    c.check("trainer.checkpoints", lambda v: v in keep, one_of(keep))
     c.check(
         "trainer.early_stopping.monitor",
         lambda v: v is None or v in metrics,

@@ -5,3 +5,4 @@ METRIC = "val/mean_iou"
 BASELINE_METRIC = "val/baseline_mean_iou"  # the train split's majority class everywhere
 TRIVIAL_MARGIN = 0.01  # a best METRIC within this of the baseline: a trivial model
 TRIVIAL_TAG = "segexp.trivial_model"  # "true" on such a run
+PRUNED_TAG = "segexp.pruned"  # "true" on a sweep trial its pruner stopped early

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from segexp import atomic
 from segexp.errors import caused_by_signal
+from segexp.secrets import redact
 from segexp.tracking.run_folder import TRACKING_DIR, RunLink
 from segexp.tracking.send_errors import Unsendable, describe, is_permanent
 from segexp.tracking.sending import (
@@ -37,8 +38,7 @@ from segexp.tracking.sending import (
 )
 
 UNSENT_TAG = "segexp.unsent"  # set while records MLflow refused wait in tracking/rejected/
-MODEL_NAME = "model"  # the run's LoggedModel of the last checkpoint (runs:/<id>/model)
-BEST_MODEL_NAME = "best"  # its LoggedModel of the best checkpoint
+MODEL_NAME = "model"  # the run's LoggedModel: its best (or last) checkpoint (runs:/<id>/model)
 QUICK_HTTP = {  # while sending: fail fast instead of MLflow's minutes of retries
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
@@ -95,10 +95,12 @@ class Outbox:
         atomic.write_text(path, json.dumps({"kind": kind, **fields}) + "\n")
 
     def params(self, params: Mapping[str, Any]) -> None:
-        self._record("params", params={k: str(v) for k, v in params.items()})
+        """Params, every value redacted (a store URL's password never reaches MLflow)."""
+        self._record("params", params={k: redact(str(v)) for k, v in params.items()})
 
     def tags(self, tags: Mapping[str, Any]) -> None:
-        self._record("tags", tags={k: str(v) for k, v in tags.items()})
+        """Tags, every value redacted."""
+        self._record("tags", tags={k: redact(str(v)) for k, v in tags.items()})
 
     def metrics(
         self, metrics: Mapping[str, float], step: int, timestamp: int | None = None
@@ -113,9 +115,9 @@ class Outbox:
         self._record("artifact", path=str(Path(path).resolve()), artifact_path=artifact_path)
 
     def text(self, text: str, artifact_file: str) -> None:
-        """Text saved under tracking/files/ and uploaded as `artifact_file`."""
+        """Text saved under tracking/files/ and uploaded as `artifact_file` (redacted)."""
         local = self.files / artifact_file
-        atomic.write_text(local, text)
+        atomic.write_text(local, redact(text))
         folder = str(Path(artifact_file).parent)
         self.artifact(local, None if folder == "." else folder)
 

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 import segexp
 from segexp import atomic
 from segexp.data.dataset import SegmentationDataset
+from segexp.secrets import redact, scrub_folder
 from segexp.tracking.outbox import Outbox
 from segexp.tracking.run_folder import RESOLVED_CONFIG, TRACKING_DIR
 
@@ -74,8 +75,8 @@ def choice_params(output_dir: Path, config: Mapping[str, Any]) -> dict[str, str]
 def keep_resolved_config(output_dir: Path, config: Mapping[str, Any]) -> None:
     """Write the resolved config where `resume=` reads it, before the run is opened: a run
     stopped at any point after it exists can be resumed."""
-    text = yaml.safe_dump(dict(config), sort_keys=False)
-    atomic.write_text(output_dir / TRACKING_DIR / "files" / RESOLVED_CONFIG, text)
+    text = yaml.safe_dump(dict(config), sort_keys=False)  # (resume gives URLs their passwords)
+    atomic.write_text(output_dir / TRACKING_DIR / "files" / RESOLVED_CONFIG, redact(text))
 
 
 def log_resolved_config(outbox: Outbox, config: Mapping[str, Any]) -> None:
@@ -170,9 +171,10 @@ def log_epoch_image(outbox: Outbox, image: np.ndarray, key: str, step: int, time
     outbox.image(local, key, step, timestamp)
 
 
-def log_files(outbox: Outbox, checkpoint: Path, hydra_dir: Path) -> None:
-    """Attach the best checkpoint and the run's .hydra/ folder (composed config, overrides)."""
-    outbox.artifact(checkpoint, "checkpoints")
+def log_hydra_folder(outbox: Outbox, hydra_dir: Path) -> None:
+    """Attach the run's .hydra/ folder (composed config, overrides), secrets redacted (in the
+    folder too)."""
+    scrub_folder(hydra_dir)
     if hydra_dir.is_dir():
         outbox.artifact(hydra_dir, ".hydra")
 

@@ -1,6 +1,7 @@
 """What a run's output folder holds for tracking: which store and run it logs to
 (tracking/run.json) and where the resolved config is kept (what resume and segexp.sync read)."""
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from segexp import atomic
 from segexp.errors import SegexpError
+from segexp.secrets import MASK, redact, restore
 
 TRACKING_DIR = "tracking"  # under the run's output folder
 RUN_FILE = "run.json"  # which store and run the folder belongs to
@@ -43,16 +45,26 @@ class RunLink:
         return False
 
     def save(self, output_dir: Path) -> None:
-        atomic.write_text(
-            output_dir / TRACKING_DIR / RUN_FILE, json.dumps(self.__dict__, indent=2) + "\n"
-        )
+        """Write run.json, the store URL's password redacted."""
+        saved = {**self.__dict__, "tracking_uri": redact(self.tracking_uri)}
+        atomic.write_text(output_dir / TRACKING_DIR / RUN_FILE, json.dumps(saved, indent=2) + "\n")
 
     @classmethod
     def load(cls, output_dir: Path) -> "RunLink":
+        """Read run.json; a redacted store URL gets its credentials from tracking.uri or
+        $MLFLOW_TRACKING_URI as given to this command (never from a file)."""
         path = output_dir / TRACKING_DIR / RUN_FILE
         if not path.is_file():
             raise SegexpError(f"{output_dir} is not a segexp run folder: {path} does not exist")
-        return cls(**json.loads(path.read_text()))
+        link = cls(**json.loads(path.read_text()))
+        uri = restore(link.tracking_uri)
+        if MASK in uri:
+            raise SegexpError(
+                f"{path}: the run's store {link.tracking_uri} needs its password, which segexp "
+                "never writes down: give it again with tracking.uri=... (or MLFLOW_TRACKING_URI), "
+                "or keep it out of the URL (PGPASSWORD, ~/.pgpass, MLFLOW_TRACKING_PASSWORD)"
+            )
+        return dataclasses.replace(link, tracking_uri=uri)
 
 
 def resume_command(output_dir: Path) -> str:

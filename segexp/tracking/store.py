@@ -13,14 +13,18 @@ from mlflow.tracking import MlflowClient
 
 from segexp.config.tracking_uri import scheme_problem
 from segexp.errors import SegexpError
+from segexp.secrets import remember, restore
 
 
 def resolve_tracking_uri(configured: str | None, cwd: Path) -> str:
-    """tracking.uri if set, else $MLFLOW_TRACKING_URI, else an absolute sqlite:///<cwd>/mlflow.db."""
+    """tracking.uri if set, else $MLFLOW_TRACKING_URI, else an absolute sqlite:///<cwd>/mlflow.db.
+    A redacted URL (read back from a run's config) gets the credentials given to this command."""
     if configured:
-        return str(configured)
+        remember(str(configured))
+        return restore(str(configured))
     from_env = os.environ.get("MLFLOW_TRACKING_URI")
     if from_env:
+        remember(from_env)
         return from_env
     return f"sqlite:///{(cwd / 'mlflow.db').resolve()}"
 

@@ -9,7 +9,13 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from segexp.tracking.metric_names import BASELINE_METRIC, METRIC, TRIVIAL_MARGIN, TRIVIAL_TAG
+from segexp.tracking.metric_names import (
+    BASELINE_METRIC,
+    METRIC,
+    PRUNED_TAG,
+    TRIVIAL_MARGIN,
+    TRIVIAL_TAG,
+)
 
 COLUMNS = ["child", "overrides", "status", f"best {METRIC}", "baseline", "trivial", "run_id"]
 
@@ -56,10 +62,16 @@ def table_rows(client: MlflowClient, runs: list[Run]) -> list[list[str]]:
     scored = [(best_value(client, r), r) for r in runs]
     scored.sort(key=lambda pair: (pair[0] is None, -(pair[0] or 0.0)))
     return [
-        [str(i), r.info.run_name or "", r.info.status,
+        [str(i), r.info.run_name or "", _status(r),
          "n/a" if value is None else f"{value:.4f}", *baseline_cells(r), r.info.run_id]
         for i, (value, r) in enumerate(scored, start=1)
     ]  # fmt: skip
+
+
+def _status(run: Run) -> str:
+    """The run's status, "(pruned)" added when a sweep's pruner stopped it early."""
+    pruned = run.data.tags.get(PRUNED_TAG) == "true"
+    return run.info.status + (" (pruned)" if pruned else "")
 
 
 def as_csv(rows: list[list[str]]) -> str:

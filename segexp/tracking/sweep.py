@@ -20,6 +20,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from segexp.secrets import redact, redact_tree
+from segexp.tracking.study import SWEEPER_TARGET
+
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder: the parent run's id
 KEYS_FILE = "sweep_keys.json"  # in the sweep folder: the override keys that vary across jobs
 OVERRIDES_FILE = "sweep_overrides.yaml"  # in the sweep folder: what resume=<folder> runs again
@@ -105,13 +108,23 @@ class MlflowSweep(Callback):
         experiment_id = store.ensure_experiment(self.uri, config.tracking.experiment)
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        command = "python -m segexp.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        command = redact("python -m segexp.train " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
         sweeper_params = OmegaConf.select(config, "hydra.sweeper.params")
         keys = varying_keys(
             list(config.hydra.overrides.task),
             OmegaConf.to_container(sweeper_params) if sweeper_params is not None else None,
         )
         self.keys = keys
+        (self.sweep_dir / KEYS_FILE).write_text(json.dumps(keys) + "\n")
+        overrides = {
+            "hydra": list(config.hydra.overrides.hydra),  # launcher, sweeper, sweep folder
+            "task": list(config.hydra.overrides.task),
+        }
+        overrides = redact_tree(overrides)  # resume=<folder> takes the passwords given again
+        (self.sweep_dir / OVERRIDES_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+        if OmegaConf.select(config, "hydra.sweeper._target_") == SWEEPER_TARGET:
+            self.parent = None  # the study's parent run: segexp's Optuna sweeper opens and ends it
+            return
         self.parent = self._earlier_parent(experiment_id)
         if self.parent is None:
             run = MlflowClient(self.uri).create_run(
@@ -125,12 +138,6 @@ class MlflowSweep(Callback):
             )
             self.parent = run.info.run_id
         (self.sweep_dir / PARENT_FILE).write_text(self.parent + "\n")
-        (self.sweep_dir / KEYS_FILE).write_text(json.dumps(keys) + "\n")
-        overrides = {
-            "hydra": list(config.hydra.overrides.hydra),  # launcher, sweeper, sweep folder
-            "task": list(config.hydra.overrides.task),
-        }
-        (self.sweep_dir / OVERRIDES_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
         atexit.register(self._finish, "FAILED")  # a failed job stops Hydra before on_multirun_end
 
     def _earlier_parent(self, experiment_id: str) -> str | None:

@@ -134,6 +134,9 @@ class FitRun:
     listeners: Sequence[EpochListener]
     coordination: Coordination
     before_validation: Sequence[keras.callbacks.Callback] = ()  # e.g. RecomputeBatchNorm
+    keep: str = "best_and_last"  # trainer.checkpoints: the model files an epoch end writes
+    # an Optuna trial's pruner: (epoch 1-based, epoch logs) -> stop this trial now
+    prune: Callable[[int, Mapping[str, float]], bool] | None = None
     times: StepTimes = field(default_factory=StepTimes)  # the current epoch's
 
     @property
@@ -238,13 +241,17 @@ class EpochEnd(keras.callbacks.Callback):
         agree = run.coordination.agree
         watched = float(logs.get(run.best.key, float("nan")))
         best = record_best(progress, watched, run.best, epoch + 1)
-        save_checkpoints(self.model, run.checkpoint_dir, best)
+        save_checkpoints(self.model, run.checkpoint_dir, best, run.keep)
         if run.early_stop is not None:
             stop = run.early_stop
             value = float(logs.get(stop.watch.key, float("nan")))
             if agree(patience_ran_out(progress, value, stop)):
                 progress.stopped_early = True
                 print(f"\nEpoch {epoch + 1}: early stopping ({stop.watch.metric})")
+        prunable = run.prune is not None and not progress.stopped_early  # (reports every epoch)
+        if prunable and agree(run.prune(epoch + 1, logs)):
+            progress.stopped_early = progress.pruned = True
+            print(f"\nEpoch {epoch + 1}: pruned (the sweep's pruner stops this trial)")
         progress.epochs_done, progress.steps_done = epoch + 1, 0
         save_state(run.checkpoint_dir, self.model, progress)
         faults.after_state(epoch + 1)

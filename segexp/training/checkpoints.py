@@ -1,8 +1,11 @@
 """The best/last bookkeeping of each epoch end: the epoch whose watched metric is the best so far
-becomes the best epoch and gets best.keras, every epoch gets last.keras, and early stopping
-counts the epochs without improvement. Plain rules on the run's Progress, apart from the Keras
-callback that calls them, so that they are tested (and mutation-tested) on their own."""
+becomes the best epoch and gets best.keras, every epoch gets last.keras (as trainer.checkpoints
+says), and early stopping counts the epochs without improvement. Plain rules on the run's
+Progress, apart from the Keras callback that calls them, so that they are tested (and
+mutation-tested) on their own."""
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -34,14 +37,36 @@ def patience_ran_out(progress: Progress, value: float, stop: EarlyStop) -> bool:
     return progress.stop_wait >= stop.patience
 
 
-def save_checkpoints(model: keras.Model, folder: Path, best: bool) -> None:
-    """last.keras, and best.keras too when this epoch is the best; each written atomically (a
-    crash mid-write leaves the previous file)."""
-    if best:
+def save_checkpoints(
+    model: keras.Model, folder: Path, best: bool, keep: str = "best_and_last"
+) -> None:
+    """best.keras when this epoch is the best and `keep` names it, last.keras when `keep` names
+    it; each written atomically (a crash mid-write leaves the previous file). The files hold the
+    model without the optimizer (a third of the size with Adam): resuming reads the training
+    state, which has the optimizer's variables."""
+    if best and keep in ("best", "best_and_last"):
         _save_model(model, folder / BEST_FILE)
-    _save_model(model, folder / LAST_FILE)
+    if keep in ("last", "best_and_last"):
+        _save_model(model, folder / LAST_FILE)
+
+
+def model_checkpoint(folder: Path, keep: str) -> Path:
+    """The checkpoint a run logs as its model: best.keras, or last.keras when only it is kept."""
+    return folder / (LAST_FILE if keep == "last" else BEST_FILE)
 
 
 def _save_model(model: keras.Model, path: Path) -> None:
-    with atomic.replacing(path) as temporary:
+    with atomic.replacing(path) as temporary, _without_optimizer(model):
         model.save(temporary)
+
+
+@contextlib.contextmanager
+def _without_optimizer(model: keras.Model) -> Iterator[None]:
+    """For the block, the model looks uncompiled, so that a .keras file holds its architecture
+    and weights only (Keras 3 ignores include_optimizer for .keras): it loads uncompiled."""
+    optimizer, compiled = model.optimizer, model.compiled
+    model.optimizer, model.compiled = None, False
+    try:
+        yield
+    finally:
+        model.optimizer, model.compiled = optimizer, compiled

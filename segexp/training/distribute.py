@@ -9,8 +9,10 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -238,3 +240,15 @@ def any_worker(strategy: tf.distribute.Strategy) -> Callable[[bool], bool]:
         return float(votes(tf.constant(1.0 if flag else 0.0))) > 0
 
     return agree
+
+
+@contextlib.contextmanager
+def write_dir_of(chief: bool) -> Iterator[Path | None]:
+    """None (the run's checkpoint folder) for the chief; a scratch folder, removed afterwards,
+    for the other workers of a multi-worker job (they must save too, but their files are not
+    the run's)."""
+    if chief:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="segexp-worker-") as scratch:
+        yield Path(scratch)

@@ -1,16 +1,32 @@
 """Ctrl-C (SIGINT) and SIGTERM during training: note the request, let the current step finish,
-then the trainer saves a checkpoint and stops. A second Ctrl-C stops at once. Outside the
-training loop (loading data, opening the run, logging the model) SIGTERM stops at once, as
-Ctrl-C does, so the run still ends KILLED with one message."""
+then the trainer saves a checkpoint and stops. In a SLURM job started by submitit (Hydra's
+submitit launcher), its pre-timeout/preemption signal (USR2) does the same, then hands over to
+submitit, which requeues the job: the requeued job continues the run from that state. A second
+Ctrl-C stops at once. Outside the training loop (loading data, opening the run, logging the
+model) SIGTERM stops at once, as Ctrl-C does, so the run still ends KILLED with one message."""
 
+import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 from segexp.errors import Interrupted
+
+
+def requeue_signal() -> int | None:
+    """The signal submitit's job environment turns into checkpoint-and-requeue (SLURM's
+    pre-timeout or preemption signal, USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise) when
+    this process is a submitit job with that handler installed; else None."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    number = getattr(signal, f"SIG{name}", None)
+    if number is None:
+        return None
+    handler = signal.getsignal(number)
+    owner = getattr(handler, "__self__", None)
+    return number if type(owner).__module__.startswith("submitit.") else None
 
 
 class StopRequest:
@@ -18,6 +34,8 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.requeue_signum: int | None = None  # submitit's requeue signal, when it is a job
+        self.requeue_handler: Callable[[int, FrameType | None], object] | None = None
 
     @property
     def requested(self) -> bool:
@@ -28,15 +46,20 @@ class StopRequest:
         return signal.Signals(self.signum).name if self.signum else ""
 
     def interrupted(self, where: str) -> Interrupted:
-        return Interrupted(self.name, 128 + (self.signum or 0), where)
+        requeue = None
+        if self.signum is not None and self.signum == self.requeue_signum:
+            handler, signum = self.requeue_handler, self.signum
+            requeue = lambda: handler(signum, None)  # noqa: E731  (submitit: requeue, then exit)
+        return Interrupted(self.name, 128 + (self.signum or 0), where, requeue)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
         self.signum = signum
+        then = "requeuing the job" if signum == self.requeue_signum else "stopping"
         print(
             f"\nsegexp: {signal.Signals(signum).name} received: saving a checkpoint after this "
-            "step, then stopping (Ctrl-C again stops at once)",
+            f"step, then {then} (Ctrl-C again stops at once)",
             file=sys.stderr,
             flush=True,
         )
@@ -44,13 +67,19 @@ class StopRequest:
 
 @contextmanager
 def stop_on_signals() -> Iterator[StopRequest]:
-    """Route SIGINT and SIGTERM to a StopRequest for the block (main thread only; elsewhere
-    the request never fires and signals keep their usual effect)."""
+    """Route SIGINT and SIGTERM (and in a submitit job, its requeue signal) to a StopRequest for
+    the block (main thread only; elsewhere the request never fires and signals keep their
+    usual effect)."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
         return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    routed = [signal.SIGINT, signal.SIGTERM]
+    request.requeue_signum = requeue_signal()
+    if request.requeue_signum is not None:
+        request.requeue_handler = signal.getsignal(request.requeue_signum)
+        routed.append(request.requeue_signum)
+    previous = {s: signal.getsignal(s) for s in routed}
     for s in previous:
         signal.signal(s, request._handle)
     try:

@@ -2,9 +2,7 @@
 segexp (config -> dataset -> input pipeline -> model -> fit -> tracking); its pieces live in
 setup (data, strategy), build (model, loss, optimizer), loop and callbacks (fit)."""
 
-import contextlib
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +16,12 @@ from segexp.evaluation.evaluator import Evaluator
 from segexp.inference.pyfunc import log_segmentation_model, model_card
 from segexp.reporting import plots
 from segexp.tracking import records
-from segexp.tracking.outbox import BEST_MODEL_NAME, Outbox
+from segexp.tracking.outbox import Outbox
 from segexp.tracking.run import finishing, open_run, reopen_run
 from segexp.tracking.run_folder import RunLink, training_lock
 from segexp.tracking.store import check_store, ensure_experiment, resolve_tracking_uri
-from segexp.tracking.summary import BASELINE_METRIC, TRIVIAL_TAG
+from segexp.tracking.study import job_pruner
+from segexp.tracking.summary import BASELINE_METRIC, PRUNED_TAG, TRIVIAL_TAG
 from segexp.tracking.system_metrics import system_metrics
 from segexp.training import faults
 from segexp.training.build import build_compiled_model
@@ -34,6 +33,7 @@ from segexp.training.distribute import (
     fit_scope,
     is_multi_worker,
     workers_of,
+    write_dir_of,
 )
 from segexp.training.figures import EpochPredictions, log_figures
 from segexp.training.interrupts import stop_on_signals
@@ -111,7 +111,8 @@ def train_job(
     if multi_worker:
         fit_ready_for_multi_worker(model, strategy)
     coordination = Coordination(agree=any_worker(strategy), mid_epoch_stops=not multi_worker)
-    with fit_scope(strategy), stop_on_signals() as stop, _write_dir(job.workers.chief) as write_dir:
+    chief = job.workers.chief
+    with fit_scope(strategy), stop_on_signals() as stop, write_dir_of(chief) as write_dir:
         result = fit(
             model,
             job.train_batches,
@@ -128,20 +129,10 @@ def train_job(
             coordination=coordination,
             write_dir=write_dir,
             before_validation=precise,
+            checkpoints=cfg.trainer.checkpoints,
+            prune=job_pruner(cfg.trainer.epochs),
         )
     return model, result
-
-
-@contextlib.contextmanager
-def _write_dir(chief: bool) -> Iterator[Path | None]:
-    """None (the run's checkpoint folder) for the chief; a scratch folder, removed afterwards,
-    for the other workers of a multi-worker job (they must save too, but their files are not
-    the run's)."""
-    if chief:
-        yield None
-        return
-    with tempfile.TemporaryDirectory(prefix="segexp-worker-") as scratch:
-        yield Path(scratch)
 
 
 def check_tracking(cfg: DictConfig, resume: bool) -> str | None:
@@ -224,19 +215,22 @@ def log_run_start(outbox: Outbox, job: Job, resume: bool = False) -> Baseline:
 
 
 def log_run_end(outbox: Outbox, job: Job, result: TrainResult, baseline: Baseline) -> None:
-    """Whether the model beat the trivial baseline, the best checkpoint, .hydra/ and the job log,
-    the model."""
+    """Whether the model beat the trivial baseline (and whether a sweep's pruner stopped it),
+    .hydra/ and the job log, the model (the checkpoints stay in the output folder: one copy)."""
     cfg = job.cfg
     trivial = not baseline.beaten_by(result.best_val_mean_iou)
     outbox.tags({TRIVIAL_TAG: str(trivial).lower()})
-    records.log_files(outbox, result.best_checkpoint, Path(cfg.paths.output_dir) / ".hydra")
+    if result.pruned:
+        outbox.tags({PRUNED_TAG: "true"})
+    records.log_hydra_folder(outbox, Path(cfg.paths.output_dir) / ".hydra")
     job_log = console.job_log_path()  # every console line so far (sent when the run ends)
     if job_log is not None and job_log.is_file():
         outbox.artifact(job_log)
     if cfg.tracking.log_model:
-        card = model_card(cfg, job.dataset)  # the best checkpoint, then the last (runs:/<id>/model)
-        outbox.model(result.best_checkpoint, card, result.best_epoch, name=BEST_MODEL_NAME)
-        outbox.model(result.last_checkpoint, card, result.epochs_run)
+        card = model_card(cfg, job.dataset)  # runs:/<id>/model: best.keras (or last.keras)
+        checkpoint = result.model_checkpoint or result.best_checkpoint
+        step = result.epochs_run if checkpoint == result.last_checkpoint else result.best_epoch
+        outbox.model(checkpoint, card, step)
 
 
 def run_training(

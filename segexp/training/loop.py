@@ -3,7 +3,7 @@ the same batches), keeping the best and last checkpoints and a resumable trainin
 work at step and epoch boundaries is in segexp.training.callbacks."""
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from segexp.training.callbacks import (
     build_metrics,
     end_epoch_without_steps,
 )
+from segexp.training.checkpoints import model_checkpoint
 from segexp.training.interrupts import StopRequest
 from segexp.training.monitor import MEAN_IOU, EarlyStop, Watch
 from segexp.training.progress import EpochLine, EpochProgbar, plain_lines
@@ -37,10 +38,12 @@ class TrainResult:
     best_epoch: int  # 1-based, by the checkpoint's watched metric
     best_value: float  # that metric at best_epoch
     best_val_mean_iou: float  # the highest val mean IoU of any epoch (what sweepers optimize)
-    best_checkpoint: Path
+    best_checkpoint: Path  # (written when trainer.checkpoints keeps it)
     last_checkpoint: Path
     epochs_run: int
     stopped_early: bool = False
+    pruned: bool = False  # stopped by an Optuna sweep's pruner
+    model_checkpoint: Path | None = None  # the one the run logs as its model
     # per epoch, what was logged: segexp metric names (val/iou/<class>, lr, ...) -> value
     epoch_metrics: tuple[dict[str, float], ...] = ()
 
@@ -75,6 +78,8 @@ def fit(
     coordination: Coordination = Coordination(),
     write_dir: Path | None = None,
     before_validation: Sequence[keras.callbacks.Callback] = (),
+    checkpoints: str = "best_and_last",
+    prune: Callable[[int, Mapping[str, float]], bool] | None = None,
 ) -> TrainResult:  # fmt: skip
     """Train for `epochs` (fewer if early stopping fires), validating after each epoch.
 
@@ -84,7 +89,9 @@ def fit(
     are written to `write_dir` (default: `checkpoint_dir`; a non-chief worker's scratch folder,
     since every worker must save: saving runs collective ops); `coordination` says how this
     process agrees with other workers on stopping; `before_validation` callbacks run at each
-    epoch end before the validation (precise BatchNorm).
+    epoch end before the validation (precise BatchNorm); `checkpoints` (trainer.checkpoints)
+    says which model files are kept; `prune` (an Optuna trial's pruner, given the epoch and its
+    logs) may stop the run at an epoch end.
     """
     write_dir = write_dir or checkpoint_dir
     write_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +101,7 @@ def fit(
             listener(number, done["metrics"], done["timestamp"])
     run = FitRun(
         model, write_dir, steps_per_epoch, epochs, progress, validation, best, early_stop,
-        stop, listeners, coordination, before_validation,
+        stop, listeners, coordination, before_validation, checkpoints, prune,
     )  # fmt: skip
     display = _display(verbose, epochs)
     for epoch in range(progress.epochs_done, epochs):
@@ -190,5 +197,7 @@ def _result(progress: Progress, best: Watch, run: FitRun) -> TrainResult:
         last_checkpoint=run.last_path,
         epochs_run=len(progress.epochs),
         stopped_early=progress.stopped_early,
+        pruned=progress.pruned,
+        model_checkpoint=model_checkpoint(run.checkpoint_dir, run.keep),
         epoch_metrics=tuple(dict(e["metrics"]) for e in progress.epochs),
     )

@@ -36,6 +36,7 @@ class Progress:
     stop_best: float | None = None  # early stopping's reference value
     stop_wait: int = 0  # epochs since it improved
     stopped_early: bool = False
+    pruned: bool = False  # stopped by an Optuna sweep's pruner (stopped_early is set too)
 
 
 def _variables(model: keras.Model) -> dict[str, list[keras.Variable]]:

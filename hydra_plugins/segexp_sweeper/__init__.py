@@ -1,0 +1,1 @@
+"""segexp's Hydra sweeper plugin (found by Hydra through the hydra_plugins namespace)."""

@@ -1,0 +1,1 @@
+"""Helpers the tests share by name (servers, data); no test module imports another."""
