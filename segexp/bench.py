@@ -122,18 +122,22 @@ def _sweeps(cfg: DictConfig) -> None:
     from segexp.perf import sweeps
 
     key = f"{cfg.bench.mode}-{cfg.backbone.name}-{cfg.image_size}"
+    if cfg.bench.mode == "pruning":
+        _check_pruners(list(cfg.bench.pruners or []))
+        arms, noise = sweeps.pruning_figures(cfg)
+        _show(cfg, key, sweeps.pruning_report(cfg, arms, noise))
+    else:
+        _show(cfg, key, sweeps.workers_report(cfg, sweeps.workers_figures(cfg)))
+
+
+def _check_pruners(pruners: list[str]) -> None:
+    """bench.pruners: at least two options of hydra/sweeper/pruner, the first the reference."""
     known = sorted(p.stem for p in (CONFIG_DIR / "hydra" / "sweeper" / "pruner").glob("*.yaml"))
-    pruners = list(cfg.bench.pruners or [])
     if len(pruners) < 2 or any(p not in known for p in pruners):
         raise ConfigError(
             f"bench.pruners={pruners!r} is not allowed: must list at least two of "
             f"{', '.join(known)} (the first is the reference)"
         )
-    if cfg.bench.mode == "pruning":
-        arms, noise = sweeps.pruning_figures(cfg)
-        _show(cfg, key, sweeps.pruning_report(cfg, arms, noise))
-    else:
-        _show(cfg, key, sweeps.workers_report(cfg, sweeps.workers_figures(cfg)))
 
 
 def _show(cfg: DictConfig, key: str, section: str) -> None:
